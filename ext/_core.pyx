@@ -1,0 +1,11 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""hyperplane._core: the compiled dataplane pieces.
+
+One extension module built from included pieces (one file per concern):
+  parse.pxi  packet parser (link layers, IPv4/IPv6, TCP/UDP) over C structs
+  csum.pxi   RFC 1071 checksums and RFC 1624 incremental updates
+  lpm.pxi    longest-prefix-match tables (route lookups)
+"""
+include "csum.pxi"
+include "parse.pxi"
+include "lpm.pxi"
