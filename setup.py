@@ -3,10 +3,27 @@
 Set ``HYPERPLANE_SANITIZE=address`` to build it with AddressSanitizer (see ``make asan``).
 """
 import os
+import shutil
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class build_py_with_demo(build_py):
+    """Ships the demo scenario kept in ``pcaps/demo`` (beside the script that makes it) as package
+    data ``hyperplane/data/demo``, so ``hyperplane demo`` works from an installed package."""
+
+    def run(self):
+        super().run()
+        src = os.path.join(HERE, "pcaps", "demo")
+        if os.path.isdir(src):
+            dst = os.path.join(self.build_lib, "hyperplane", "data", "demo")
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(src, dst)
 
 extra_compile = ["-O3", "-std=c99", "-Wno-unused-function"]
 extra_link: list[str] = []
@@ -26,6 +43,7 @@ extensions = [
 ]
 
 setup(
+    cmdclass={"build_py": build_py_with_demo},
     ext_modules=cythonize(
         extensions,
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False, "cdivision": True},

@@ -1,0 +1,238 @@
+"""The connection table: keys, TCP and UDP state updates, timers read from limits.TIMEOUTS, expiry."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from hyperplane import limits
+from hyperplane.limits import Timeout
+from hyperplane.reference.conntrack import (
+    ORIGINAL, REPLY, Conn, ConnTable, ConntrackFull, UdpState,
+)
+from hyperplane.tcpstate import ACK, FIN, PSH, RST, SYN, TcpState, timeout_key
+
+T = limits.TIMEOUTS
+SANDBOX, ENI, DST = 0xA9FE0002, 0x0A000105, 0x0A000210  # 169.254.0.2, 10.0.1.5, 10.0.2.16
+
+
+def make(table, proto=6, state=None, now=0.0, sport=40000, eni_port=None, keys=None, nbytes=60,
+         flags=SYN):
+    eni_port = sport % 60000 + 1024 if eni_port is None else eni_port
+    if state is None:
+        state = ConnTable.initial_state(proto, flags)
+    conn = Conn(proto, 4, "fn", "eni-1", state, (SANDBOX, sport, DST, 5432),
+                (ENI, eni_port, DST, 5432), now, nbytes=nbytes, tcp_flags=flags if proto == 6 else 0)
+    if keys is None:
+        keys = [("l", proto, SANDBOX, sport, DST, 5432), ("v", proto, DST, 5432, ENI, eni_port)]
+    table.add(conn, keys)
+    return conn
+
+
+def test_add_get_remove_by_every_key():
+    table = ConnTable()
+    conn = make(table)
+    assert len(table) == 1
+    assert table.get(conn.keys[0]) is conn and table.get(conn.keys[1]) is conn
+    assert conn.alive
+    table.remove(conn)
+    assert len(table) == 0 and not conn.alive
+    assert all(table.get(k) is None for k in [("l", 6, SANDBOX, 40000, DST, 5432)])
+    table.remove(conn)  # idempotent
+
+
+def test_a_key_cannot_belong_to_two_connections():
+    table = ConnTable()
+    make(table)
+    with pytest.raises(ValueError):
+        make(table, sport=40001, keys=[("v", 6, DST, 5432, ENI, 40000 % 60000 + 1024)])
+    assert len(table) == 1
+
+
+def test_new_connection_timer_comes_from_its_state():
+    table = ConnTable()
+    syn = make(table, now=100.0)
+    assert syn.state == TcpState.SYN_SENT
+    assert syn.expires == 100.0 + T[Timeout.TCP_SYN_SENT]
+    udp = make(table, proto=17, now=100.0, sport=1)
+    assert udp.state == UdpState.UNREPLIED and udp.expires == 100.0 + T[Timeout.UDP]
+
+
+def test_full_handshake_counts_and_timers():
+    table = ConnTable()
+    conn = make(table, now=0.0)
+    assert table.update(conn, REPLY, SYN | ACK, 1.0, nbytes=60) == (True, TcpState.SYN_RECV)
+    assert conn.expires == 1.0 + T[Timeout.TCP_SYN_RECV]
+    assert conn.replied
+    assert table.update(conn, ORIGINAL, ACK, 2.0, nbytes=52) == (True, TcpState.ESTABLISHED)
+    assert conn.expires == 2.0 + T[Timeout.TCP_ESTABLISHED]
+    table.update(conn, ORIGINAL, PSH | ACK, 3.0, nbytes=152)
+    assert (conn.packets_orig, conn.packets_reply) == (3, 1)
+    assert (conn.bytes_orig, conn.bytes_reply) == (60 + 52 + 152, 60)
+    assert conn.flags_orig == SYN | ACK | PSH and conn.flags_reply == SYN | ACK
+    assert conn.last_seen == 3.0
+
+
+@pytest.mark.parametrize("state", [s for s in TcpState if s != TcpState.NONE])
+def test_timeout_per_state_read_from_the_table(state):
+    table = ConnTable()
+    conn = make(table, state=state)
+    assert conn.expires == T[timeout_key(state)]
+
+
+def test_configured_timeouts_are_used():
+    table = ConnTable(timeouts=limits.timeouts(tcp_established=60, udp=45, udp_stream=90))
+    tcp = make(table, state=TcpState.ESTABLISHED, flags=ACK)
+    udp = make(table, proto=17, sport=2)
+    assert tcp.expires == 60 and udp.expires == 45
+
+
+def test_invalid_packet_strict_refused_loose_passed_without_change():
+    table = ConnTable()
+    conn = make(table, now=0.0)  # SYN_SENT
+    assert table.update(conn, ORIGINAL, ACK, 5.0, strict=True) == (False, TcpState.SYN_SENT)
+    assert conn.packets_orig == 1 and conn.expires == T[Timeout.TCP_SYN_SENT]
+    assert table.update(conn, ORIGINAL, ACK, 5.0, strict=False) == (True, TcpState.SYN_SENT)
+    assert conn.packets_orig == 2
+    assert conn.expires == T[Timeout.TCP_SYN_SENT]  # not refreshed
+
+
+def test_ignored_packet_passes_without_refresh():
+    table = ConnTable()
+    conn = make(table, state=TcpState.ESTABLISHED, flags=ACK, now=0.0)
+    before = conn.expires
+    assert table.update(conn, REPLY, SYN | ACK, 10.0, strict=True) == (True, TcpState.ESTABLISHED)
+    assert conn.expires == before
+
+
+@pytest.mark.parametrize("direction", [ORIGINAL, REPLY])
+def test_rst_closes_and_shortens_the_timer(direction):
+    table = ConnTable()
+    conn = make(table, state=TcpState.ESTABLISHED, flags=ACK, now=0.0)
+    assert table.update(conn, direction, RST, 50.0) == (True, TcpState.CLOSE)
+    assert conn.expires == 50.0 + T[Timeout.TCP_CLOSE]
+    assert table.expire(50.0 + T[Timeout.TCP_CLOSE] - 0.5) == []
+    assert table.expire(50.0 + T[Timeout.TCP_CLOSE]) == [conn]
+    assert len(table) == 0 and table.get(conn.keys[0] if conn.keys else ("l",)) is None
+
+
+def test_syn_in_time_wait_reopens_the_same_tuple():
+    table = ConnTable()
+    conn = make(table, state=TcpState.TIME_WAIT, flags=ACK, now=0.0)
+    conn.replied = True
+    key = conn.keys[0]
+    accepted, state = table.update(conn, ORIGINAL, SYN, 30.0)
+    assert accepted and state == TcpState.SYN_SENT
+    assert conn.generation == 1 and conn.created == 30.0 and not conn.replied
+    assert conn.packets_orig == 1 and conn.packets_reply == 0
+    assert table.get(key) is conn
+    assert conn.expires == 30.0 + T[Timeout.TCP_SYN_SENT]
+
+
+def test_expiry_returns_connections_in_order_and_removes_their_keys():
+    table = ConnTable()
+    a = make(table, proto=17, now=0.0, sport=1)    # expires at 30
+    b = make(table, proto=17, now=5.0, sport=2)    # 35
+    c = make(table, now=0.0, sport=3)              # 120 (SYN_SENT)
+    assert table.expire(29.9) == []
+    assert table.expire(35.0) == [a, b]
+    assert len(table) == 1
+    for conn in (a, b):
+        assert not conn.alive
+    assert table.get(("l", 17, SANDBOX, 1, DST, 5432)) is None
+    assert table.expire(1e9) == [c]
+    assert len(table) == 0
+
+
+def test_refreshed_connection_is_not_expired_early():
+    table = ConnTable()
+    conn = make(table, proto=17, now=0.0)
+    table.update(conn, ORIGINAL, 0, 25.0)
+    assert table.expire(30.0) == []
+    assert conn.alive and conn.expires == 55.0
+    assert table.expire(55.0) == [conn]
+
+
+def test_removed_connection_is_never_returned_by_expire():
+    table = ConnTable()
+    conn = make(table, proto=17)
+    table.remove(conn)
+    assert table.expire(1e9) == []
+
+
+def test_udp_unreplied_replied_stream():
+    table = ConnTable()
+    conn = make(table, proto=17, now=0.0)
+    assert conn.state == UdpState.UNREPLIED
+    table.update(conn, ORIGINAL, 0, 1.0)  # a retry: still one-way
+    assert conn.state == UdpState.UNREPLIED and conn.expires == 1.0 + T[Timeout.UDP]
+    table.update(conn, REPLY, 0, 2.0)
+    assert conn.state == UdpState.REPLIED and conn.expires == 2.0 + T[Timeout.UDP]
+    table.update(conn, REPLY, 0, 2.5)  # second packet of the same answer: same exchange
+    assert conn.state == UdpState.REPLIED and conn.exchanges == 1
+    table.update(conn, ORIGINAL, 0, 3.0)  # a second request alone is not a second exchange
+    assert conn.state == UdpState.REPLIED
+    table.update(conn, REPLY, 0, 4.0)
+    assert conn.state == UdpState.STREAM and conn.expires == 4.0 + T[Timeout.UDP_STREAM]
+    table.update(conn, ORIGINAL, 0, 10.0)
+    assert conn.state == UdpState.STREAM and conn.expires == 10.0 + T[Timeout.UDP_STREAM]
+
+
+def test_full_table():
+    table = ConnTable(max_connections=2)
+    make(table, sport=1)
+    assert not table.full
+    second = make(table, sport=2)
+    assert table.full
+    with pytest.raises(ConntrackFull):
+        make(table, sport=3)
+    table.remove(second)
+    assert not table.full
+    assert table.peak == 2
+
+
+def test_pickup_and_refusal_through_initial_state():
+    assert ConnTable.initial_state(6, ACK) == TcpState.ESTABLISHED
+    assert ConnTable.initial_state(6, ACK, strict=True) is None
+    assert ConnTable.initial_state(6, RST) is None
+    assert ConnTable.initial_state(6, FIN | ACK) is None
+    assert ConnTable.initial_state(17) == UdpState.UNREPLIED
+    with pytest.raises(ValueError):
+        ConnTable.initial_state(1)
+
+
+def test_nat_idle():
+    table = ConnTable()
+    conn = make(table)
+    assert not conn.nat_idle(1000.0)
+    conn.nat = ("nat-1", 0x03000001, 1024)
+    conn.nat_last_seen = 0.0
+    assert not conn.nat_idle(limits.NAT_IDLE_TIMEOUT - 1)
+    assert conn.nat_idle(limits.NAT_IDLE_TIMEOUT)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 19), st.sampled_from(["udp", "r", "o", "rm"]),
+                          st.floats(0, 100)), max_size=60))
+def test_expire_matches_a_full_scan(ops):
+    """Lazy invalidation never loses nor invents an expiry: compare with a naive scan."""
+    table = ConnTable()
+    conns = {}
+    now = 0.0
+    for index, op, dt in ops:
+        now += dt
+        expired = table.expire(now)
+        for conn in expired:
+            assert conn.expires <= now
+            del conns[conn.lambda_tuple[1]]
+        assert all(c.expires > now for c in conns.values())
+        conn = conns.get(index)
+        if conn is None:
+            conns[index] = make(table, proto=17 if op == "udp" else 6, now=now, sport=index,
+                                flags=SYN)
+        elif op == "rm":
+            table.remove(conn)
+            del conns[index]
+        else:
+            table.update(conn, REPLY if op == "r" else ORIGINAL,
+                         RST if op == "r" and index % 3 == 0 else ACK, now)
+        assert len(table) == len(conns)
