@@ -42,3 +42,30 @@ def print_summary(summary: dict, console: Optional[Console] = None) -> None:
             table.add_row(nat["id"], str(nat["public_ip"]), str(nat["peak_connections"]),
                           str(nat["error_port_allocation"]))
         con.print(table)
+
+
+_DECISION_STYLE = {"allow": "green", "forward": "green", "pass": "green", "stateful": "green",
+                   "translate": "cyan", "deny": "red", "drop": "red"}
+
+
+def print_trace(trace, console: Optional[Console] = None) -> None:
+    """The hop-by-hop trace of ``Engine.explain``, the verdict, and for a drop the fix hint."""
+    con = _console(console)
+    target = f"{trace.function} -> {trace.destination}:{trace.port}/{trace.protocol}"
+    table = Table(title=target)
+    for col in ("leg", "component", "id", "decision", "rule", "detail"):
+        table.add_column(col)
+    for hop in trace.hops:
+        style = _DECISION_STYLE.get(hop.decision, "")
+        decision = f"[{style}]{hop.decision}[/]" if style else hop.decision
+        table.add_row(hop.leg, hop.kind, hop.component, decision, "" if hop.rule is None else str(hop.rule),
+                      hop.detail)
+    con.print(table)
+    if trace.reachable:
+        con.print(f"[green bold]reachable[/]: the request and its reply both pass")
+        return
+    rule = f", rule {trace.rule}" if trace.rule is not None else ""
+    code = f" ({trace.explanation_code})" if trace.explanation_code else ""
+    con.print(f"[red bold]blocked[/]: {trace.reason.label} at {trace.component}{rule}{code}")
+    if trace.hint:
+        con.print(f"fix: {trace.hint}")

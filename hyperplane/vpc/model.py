@@ -315,6 +315,21 @@ class VpcModel:
     def interface_at(self, ip: IPAddress | str) -> Optional[NetworkInterface]:
         return self._interface_by_ip.get(ipaddress.ip_address(ip))  # type: ignore[attr-defined]
 
+    def interface_owner(self, interface_id: str) -> Optional[str]:
+        """The NAT gateway (``nat-…``) or VPC endpoint (``vpce-…``) a network interface belongs
+        to, or None for an ordinary interface. (NAT gateway interfaces have no security groups;
+        interface endpoint interfaces carry the endpoint's groups.)"""
+        for nat in self.nat_gateways.values():
+            if nat.network_interface_id == interface_id:
+                return nat.id
+        for endpoint in self.vpc_endpoints.values():
+            if interface_id in endpoint.network_interface_ids:
+                return endpoint.id
+        return None
+
+    def subnets_of(self, vpc_id: str) -> tuple[Subnet, ...]:
+        return tuple(s for s in self.subnets.values() if s.vpc_id == vpc_id)
+
     def groups_of(self, interface_id: str) -> tuple[str, ...]:
         return self.network_interfaces[interface_id].group_ids
 
