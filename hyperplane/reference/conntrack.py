@@ -22,6 +22,10 @@ State rules:
 
 Time: a connection is alive while ``now < expires``; :meth:`ConnTable.expire` returns those with
 ``expires <= now``. The table reads no clock and no RNG: times are passed in.
+
+Observers: :attr:`ConnTable.listener` (None by default) is told of every :meth:`ConnTable.update`
+(``listener.conn_updated(conn)``) and every removal (``listener.conn_removed(conn)``). The core
+backend (``hyperplane/core.py``) uses it to keep its C flow table in step with this table.
 """
 from __future__ import annotations
 
@@ -155,7 +159,7 @@ class ConnTable:
     """
 
     __slots__ = ("_by_key", "_conns", "_heap", "_seq", "_tcp_timeout", "_udp_timeout",
-                 "max_connections", "peak")
+                 "max_connections", "peak", "listener")
 
     def __init__(self, timeouts: Mapping = limits.TIMEOUTS, max_connections: int | None = None):
         table = _timeout_table(timeouts)
@@ -169,6 +173,8 @@ class ConnTable:
         self._heap: list = []
         self._seq = 0
         self.peak = 0
+        #: told of updates and removals (see the module docstring); None: nobody listens
+        self.listener = None
 
     # --- queries -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -246,6 +252,8 @@ class ConnTable:
         del self._conns[conn]
         conn._keys = ()
         conn._queued = None
+        if self.listener is not None:
+            self.listener.conn_removed(conn)
 
     def update(self, conn: Conn, direction: int, tcp_flags: int, now: float,
                strict: bool = False, nbytes: int = 0) -> tuple[bool, int]:
@@ -256,6 +264,13 @@ class ConnTable:
         bytes, OR of TCP flags per direction) and set ``replied`` when they are replies; the
         timer is refreshed from the new state except for ``IV`` / ``IG`` TCP packets.
         """
+        outcome = self._update(conn, direction, tcp_flags, now, strict, nbytes)
+        if self.listener is not None:
+            self.listener.conn_updated(conn)
+        return outcome
+
+    def _update(self, conn: Conn, direction: int, tcp_flags: int, now: float, strict: bool,
+                nbytes: int) -> tuple[bool, int]:
         if conn.proto == PROTO_TCP:
             old = conn.state
             new = _TRANSITIONS[direction][_FLAG_CLASS[tcp_flags & 0xFF]][old]
