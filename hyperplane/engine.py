@@ -325,10 +325,10 @@ class Trace:
 def _core_engine_class():
     """The Cython core's engine class, or None when the core provides none (yet)."""
     try:
-        from hyperplane import _core
-    except ImportError:
+        from hyperplane.core import CoreEngine
+    except ImportError:  # the extension is not built: the reference is the fallback
         return None
-    return getattr(_core, "Engine", None)
+    return CoreEngine
 
 
 def available_backends() -> tuple[str, ...]:
@@ -386,6 +386,8 @@ class Engine:
 
     def process_batch(self, buffer, offsets, lengths, timestamps, linktypes=None) -> BatchResult:
         """Packets ``buffer[offsets[i] : offsets[i] + lengths[i]]`` at ``timestamps[i]``."""
+        if self.backend == "core":
+            return self._impl.process_batch(buffer, offsets, lengths, timestamps, linktypes)
         import numpy as np
 
         offsets = np.asarray(offsets).tolist()

@@ -29,8 +29,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import ipaddress
 import os
+import socket
 import time
 from typing import Iterable, Sequence
 
@@ -110,8 +110,8 @@ def _address_text(address, ipv6: bool) -> str:
     if isinstance(address, str):
         return address
     if ipv6 or address > 0xFFFFFFFF:
-        return str(ipaddress.IPv6Address(address))
-    return str(ipaddress.IPv4Address(address))
+        return socket.inet_ntop(socket.AF_INET6, address.to_bytes(16, "big"))
+    return socket.inet_ntop(socket.AF_INET, address.to_bytes(4, "big"))
 
 
 class FlowRecord:

@@ -298,6 +298,41 @@ class ControlPlane:
         self._finish_or_schedule(rec, ready, now)
         return self._status(rec)
 
+    def update_model(self, model: VpcModel, now: float) -> list[FunctionStatus]:
+        """A changed configuration (the dataplane's ``update_config``): subnets, groups and network
+        interfaces of ``model`` become known (addresses new interfaces hold are never handed out),
+        functions new in ``model`` are created, functions whose VpcConfig changed are updated
+        (UpdateFunctionConfiguration; refused updates keep the running configuration, as AWS
+        does), and functions absent from ``model`` are deleted. Returns the statuses touched."""
+        now = self.advance(now)
+        old, self.model = self.model, model
+        for iface in model.network_interfaces.values():
+            if iface.id in old.network_interfaces:
+                continue
+            for ip in iface.private_ips + iface.ipv6_addresses:
+                subnet = model.subnet_of(ip)
+                if subnet is None:
+                    continue
+                (self._held4 if ip.version == 4 else self._held6).setdefault(subnet.id, set()).add(ip)
+                pool = (self._pools4 if ip.version == 4 else self._pools6).get(subnet.id)
+                if pool is not None and pool.is_free(ip):
+                    pool.hold(ip)
+        touched: list[FunctionStatus] = []
+        for name, fn in model.functions.items():
+            before = old.functions.get(name)
+            if name not in self._functions:
+                touched.append(self.create_function(fn, now))
+            elif before is None or (before.subnet_ids, before.security_group_ids) != (
+                fn.subnet_ids, fn.security_group_ids
+            ):
+                try:
+                    touched.append(self.update_function(fn, now))
+                except ResourceConflictError:
+                    touched.append(self._status(self._record(name)))
+        for name in [n for n in self._functions if n not in model.functions]:
+            self.delete_function(name, now)
+        return touched
+
     def remove_vpc_config(self, function: str, now: float) -> FunctionStatus:
         """UpdateFunctionConfiguration with an empty VpcConfig."""
         rec = self._record(function)
@@ -635,12 +670,16 @@ class ControlPlane:
         subnet_id: str,
         now: float,
         accept: Optional[Callable[[HyperplaneEni], bool]] = None,
+        commit: bool = True,
     ) -> Optional[HyperplaneEni]:
         """Take a connection slot on an ENI of (``subnet_id``, the function's SG set): the oldest
         usable ENI with fewer than ``eni_capacity`` connections for which ``accept(eni)`` holds
         (the dataplane checks its port pool there); if none, a new (overflow) ENI. ``None`` when
         no slot can be had; ``last_refusal`` says why (the dataplane reports ``port-exhaustion``).
-        ``accept`` must accept an ENI without connections."""
+        ``accept`` must accept an ENI without connections. With ``commit=False`` the slot is
+        taken but the ENI's peak is not raised until :meth:`commit_connection` (a dataplane that
+        may still refuse the connection on its path calls that once the connection exists, so a
+        refused connection never shows in ``peak_connections``)."""
         if now > self._now:
             now = self.advance(now)
         else:
@@ -660,7 +699,7 @@ class ControlPlane:
         for eni in group.enis:
             if eni.state is EniState.IN_USE:
                 if eni.connections < capacity and (accept is None or accept(eni)):
-                    return self._take(eni, rec, now)
+                    return self._take(eni, rec, now, commit)
             elif eni.state is EniState.ATTACHING:
                 creating = True
         if creating:
@@ -674,14 +713,20 @@ class ControlPlane:
             return self._refuse(function, subnet_id, RefusalReason.ENI_CREATING, now)
         if accept is not None and not accept(eni):
             return self._refuse(function, subnet_id, RefusalReason.REJECTED, now)
-        return self._take(eni, rec, now)
+        return self._take(eni, rec, now, commit)
 
-    def _take(self, eni: HyperplaneEni, rec: _FunctionRecord, now: float) -> HyperplaneEni:
+    def _take(self, eni: HyperplaneEni, rec: _FunctionRecord, now: float, commit: bool = True) -> HyperplaneEni:
         eni.connections += 1
-        if eni.connections > eni.peak_connections:
-            eni.peak_connections = eni.connections
+        if commit:
+            self.commit_connection(eni)
         rec.last_used = now
         return eni
+
+    @staticmethod
+    def commit_connection(eni: HyperplaneEni) -> None:
+        """The connection holding a slot taken with ``commit=False`` exists: count it in the peak."""
+        if eni.connections > eni.peak_connections:
+            eni.peak_connections = eni.connections
 
     def _refuse(self, function: str, subnet_id: str, reason: RefusalReason, now: float) -> None:
         self.refusals[reason] += 1

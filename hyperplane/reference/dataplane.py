@@ -588,7 +588,7 @@ class Dataplane:
                 pool = pools[eni.id] = PortPool(lo, hi, seed=self.options.seed)
             return pool.can_allocate(proto, dst, dport)
 
-        eni = self.control.open_connection(function, subnet_id, now, accept)
+        eni = self.control.open_connection(function, subnet_id, now, accept, commit=False)
         if eni is None:
             refusal = self.control.last_refusal
             detail = refusal.reason.value if refusal is not None else ""
@@ -641,6 +641,7 @@ class Dataplane:
         conn.dest_interface_id = path.dest_id
         self.table.add(conn, ((K_OUT, proto, src, sport, dst, dport), (K_REPLY, proto, dst, dport, src, sport),
                               (K_VPC, proto, dst, dport, eni_ip, port)))
+        self.control.commit_connection(eni)
         self.connections_opened += 1
         if path.nat_pool is not None:
             self._nat_seq += 1
@@ -1156,16 +1157,11 @@ class Dataplane:
         """A new configuration from the next packet on. Routes and NACLs apply at once to every
         connection's next packet; security-group changes re-evaluate untracked flows only
         [AWS-FACTS 2]. Functions whose VpcConfig changed are updated in the control plane."""
-        old = self.model
         self.model = model
         self.policy = Policy(model, self._hp_members)
         self.gen += 1
         if self.control is not None:
-            for name, fn in model.functions.items():
-                before = old.functions.get(name)
-                if before is not None and (before.subnet_ids, before.security_group_ids) != (fn.subnet_ids,
-                                                                                            fn.security_group_ids):
-                    self.control.update_function(fn, self._now)
+            self.control.update_model(model, self._now)
             self._refresh_enis()
 
     # --- explain --------------------------------------------------------------------------------

@@ -265,3 +265,35 @@ def test_failure_reason_for_a_full_vpc_at_creation():
     s = cp.status("f2")
     assert (s.state, s.state_reason_code) == (State.FAILED, StateReasonCode.ENI_LIMIT_EXCEEDED)
     assert "vpc-1 has 1 of 1 Hyperplane ENIs" in s.state_reason
+
+
+# --- configuration changes and uncommitted slots -------------------------------------------------
+def test_update_model_creates_new_functions_updates_changed_ones_and_deletes_removed_ones():
+    cp = plane(fn("keep"), fn("move"), fn("gone"))
+    new = world(fn("keep"), fn("move", subnets=("subnet-b",)), fn("fresh", groups=("sg-3",)),
+                interfaces=[interface("eni-new", "subnet-a", "10.0.1.5")])
+    cp.update_model(new, now=10.0)
+    cp.advance(10.0)
+    assert {e.subnet_id for e in cp.enis_of("move")} == {"subnet-b"}
+    assert [e.security_group_ids for e in cp.enis_of("fresh")] == [("sg-3",)]
+    assert "gone" not in {f for e in cp.live_enis() for f in e.functions}
+    with pytest.raises(ValueError, match="unknown function 'gone'"):
+        cp.enis_of("gone")
+    # an address a new interface holds is never handed to an ENI created afterwards
+    opts = ControlOptions(eni_capacity=1)
+    cp = ControlPlane(world(fn("f")), opts)
+    cp.update_model(world(fn("f"), interfaces=[interface("eni-x", "subnet-a", "10.0.1.5")]), now=1.0)
+    assert cp.open_connection("f", "subnet-a", 1.0) is not None
+    overflow = cp.open_connection("f", "subnet-a", 1.0)
+    assert overflow is not None and overflow.private_ip != IP("10.0.1.5")
+
+
+def test_uncommitted_slot_does_not_raise_the_peak_until_committed():
+    cp = plane(fn("f"))
+    eni = cp.open_connection("f", "subnet-a", 0.0, commit=False)
+    assert eni.connections == 1 and eni.peak_connections == 0
+    cp.close_connection(eni.id)  # refused on its path: never existed
+    assert eni.peak_connections == 0
+    eni = cp.open_connection("f", "subnet-a", 0.0, commit=False)
+    cp.commit_connection(eni)
+    assert eni.peak_connections == 1
