@@ -1,0 +1,88 @@
+# csum.pxi: RFC 1071 checksums, RFC 1624 incremental updates and the in-place address/port
+# rewrite (ext/hp_csum.h), plus Python-visible wrappers for tests. The pure-Python twin is
+# hyperplane/checksum.py; the wrappers take and return the same values.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
+
+cdef extern from "hp_csum.h" nogil:
+    uint16_t hp_ones_sum(const uint8_t *p, size_t n, uint64_t start)
+    uint16_t hp_checksum(const uint8_t *p, size_t n, uint64_t start)
+    uint16_t hp_csum_update16(uint16_t hc, uint16_t old_, uint16_t new_)
+    uint16_t hp_csum_update32(uint16_t hc, uint32_t old_, uint32_t new_)
+    uint16_t hp_csum_update128(uint16_t hc, uint64_t old_hi, uint64_t old_lo, uint64_t new_hi, uint64_t new_lo)
+    int hp_rewrite(uint8_t *buf, size_t n, int64_t l3, int64_t l4, int version, int proto,
+                   int dst, uint64_t addr_hi, uint64_t addr_lo, int32_t port)
+    int HP_RW_OK, HP_RW_NOT_IP, HP_RW_RANGE, HP_RW_SHORT
+
+cdef uint64_t _MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+def ones_sum(data, start=0):
+    """One's complement sum of ``data`` (plus ``start``), folded, not complemented."""
+    cdef const uint8_t[::1] buf = data
+    cdef size_t n = buf.shape[0]
+    cdef uint64_t s = start
+    cdef uint16_t r
+    with nogil:
+        r = hp_ones_sum(&buf[0] if n else NULL, n, s)
+    return r
+
+
+def checksum(data, start=0):
+    """RFC 1071 internet checksum of ``data`` (bytes-like), plus a partial sum ``start``."""
+    return ~ones_sum(data, start) & 0xFFFF
+
+
+def update16(hc, old, new):
+    """RFC 1624 eqn. 3 for one 16-bit word."""
+    return hp_csum_update16(hc, old, new)
+
+
+def update32(hc, old, new):
+    """RFC 1624 for a 32-bit field."""
+    return hp_csum_update32(hc, old, new)
+
+
+def update128(hc, old, new):
+    """RFC 1624 for a 128-bit field (IPv6 address), given as Python ints."""
+    return hp_csum_update128(hc, (old >> 64) & _MASK64, old & _MASK64, (new >> 64) & _MASK64, new & _MASK64)
+
+
+cdef _rewrite(buf, parsed, addr, port, int dst, offset):
+    # parsed: a _core.parse tuple (ok, error, not_ip, l3, ip_len, version, src, dst, proto, l4, ...)
+    # or anything with astuple() giving it (hyperplane.packet.Parsed).
+    if not isinstance(parsed, tuple):
+        parsed = parsed.astuple()
+    if not parsed[0] or parsed[5] not in (4, 6):
+        raise ValueError(f"cannot rewrite a packet that did not parse: {parsed[1] or 'not ip'}")
+    if offset < 0:
+        raise ValueError("offset must be >= 0")
+    if addr < 0 or (addr >> (32 if parsed[5] == 4 else 128)) != 0:
+        raise ValueError(f"IPv{parsed[5]} address out of range")
+    if port is not None and not 0 <= port <= 0xFFFF:
+        raise ValueError("port out of range")
+    cdef uint8_t[::1] view = buf
+    cdef size_t n = view.shape[0]
+    cdef int64_t l3 = offset
+    cdef int64_t l4 = -1 if parsed[9] < 0 else offset + (parsed[9] - parsed[3])
+    cdef int rc
+    if n == 0:
+        raise ValueError("IP header outside the buffer")
+    rc = hp_rewrite(&view[0], n, l3, l4, parsed[5], parsed[8], dst,
+                    (addr >> 64) & _MASK64, addr & _MASK64, -1 if port is None else port)
+    if rc == HP_RW_SHORT:
+        raise ValueError("IP header outside the buffer")
+    if rc != HP_RW_OK:
+        raise ValueError(f"rewrite failed ({rc})")
+
+
+def rewrite_src(buf, parsed, new_src, new_sport=None, offset=0):
+    """In place: set the source address (and port unless ``new_sport`` is None) of the IP packet
+    whose header is at ``buf[offset]`` (a writable buffer, e.g. bytearray), fixing the IPv4 header
+    and TCP/UDP/ICMPv6 checksums incrementally. Same contract as
+    ``hyperplane.checksum.rewrite_src``; ``parsed`` is a ``parse`` tuple or a ``Parsed``."""
+    _rewrite(buf, parsed, new_src, new_sport, 0, offset)
+
+
+def rewrite_dst(buf, parsed, new_dst, new_dport=None, offset=0):
+    """Like ``rewrite_src`` for the destination address and port."""
+    _rewrite(buf, parsed, new_dst, new_dport, 1, offset)
