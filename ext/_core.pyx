@@ -9,3 +9,4 @@ One extension module built from included pieces (one file per concern):
 include "csum.pxi"
 include "parse.pxi"
 include "lpm.pxi"
+include "flow.pxi"

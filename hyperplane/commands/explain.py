@@ -54,6 +54,6 @@ def command(vpc_paths, function, destination, sandbox_specs, as_json):
     except ValueError as err:
         raise UserError(str(err)) from None
     if as_json:
-        click.echo(json.dumps(trace.to_dict(), indent=2))
+        click.echo(json.dumps(trace.as_dict(), indent=2))
     else:
         print_trace(trace)

@@ -1,0 +1,421 @@
+# flow.pxi: the flow table and the batch fast path of the core backend (ext/hp_flow.h).
+#
+# FlowTable is driven by hyperplane/core.py (CoreEngine): the slow path (the reference dataplane)
+# teaches it connections; FlowTable.run forwards the packets of those connections in one nogil
+# loop and stops at the first packet it cannot handle. See hp_flow.h for the rules.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
+
+cdef extern from "hp_flow.h" nogil:
+    ctypedef struct hp_conn:
+        double expires
+        double last_seen
+        uint32_t ip[4]
+        uint16_t port[4]
+        uint32_t pkts[2]
+        uint32_t bytes[2]
+        uint32_t window
+        uint32_t gen
+        uint16_t end_off[2]
+        uint8_t raw_flags[2]
+        uint8_t aws_flags[2]
+        uint8_t kind[3]
+        uint8_t state
+        uint8_t proto
+        uint8_t bits
+        uint16_t exchanges
+    ctypedef struct hp_slot:
+        uint32_t tag
+        uint32_t ref
+    ctypedef struct hp_flow_table:
+        hp_conn *conns
+        hp_slot *slots
+        uint32_t nconns
+        uint32_t cap_conns
+        uint32_t top
+        uint64_t mask
+        uint64_t used
+        uint32_t *dirty
+        uint32_t ndirty
+        uint64_t rehashes
+        uint32_t gen
+        uint32_t interval
+        int strict
+        double nat_idle
+        double now
+        uint8_t tcp[2][6][10]
+        uint8_t fclass[256]
+        uint8_t awsmap[256]
+        double tcp_timeout[10]
+        double udp_timeout[3]
+        uint64_t fast_packets
+        uint64_t stops[14]
+    ctypedef struct hp_batch:
+        const uint8_t *buf
+        int64_t size
+        const int64_t *offs
+        const int64_t *lens
+        const double *ts
+        const int32_t *lts
+        int32_t lt
+        uint8_t *verdict
+        uint8_t *reason
+        uint8_t *tap_buf[3]
+        int64_t tap_cap[3]
+        int64_t tap_used[3]
+        int64_t tap_n[3]
+        int64_t *tap_idx[3]
+        int64_t *tap_off[3]
+        int64_t *tap_len[3]
+    int hp_flow_init(hp_flow_table *t, uint32_t expected)
+    void hp_flow_free(hp_flow_table *t)
+    size_t hp_flow_memory(const hp_flow_table *t)
+    int64_t hp_flow_find(const hp_flow_table *t, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport,
+                         uint8_t proto)
+    int hp_flow_key(hp_flow_table *t, uint32_t idx, int k)
+    void hp_flow_unkey(hp_flow_table *t, uint32_t idx, int k)
+    int64_t hp_flow_alloc(hp_flow_table *t, uint8_t proto)
+    void hp_flow_release(hp_flow_table *t, uint32_t idx)
+    void hp_flow_render(const hp_conn *c, int k, const uint8_t *ip, int64_t len, int64_t l4,
+                        uint8_t *out_lambda, uint8_t *out_eni, uint8_t *out_inet)
+    int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, int64_t count, double horizon, int *why)
+    int HP_K_KEY, HP_K_LEARNED, HP_K_ENI, HP_K_INET, HP_K_NATRW
+    int HP_C_LASTREPLY, HP_C_NAT, HP_C_DIRTY, HP_C_OWNER_SHIFT
+    int HP_STOP_COUNT
+
+#: Key kinds (hp_flow.h): the sandbox's packet, a reply in the sandbox's view, a reply in VPC form.
+FLOW_KIND_OUT, FLOW_KIND_REPLY, FLOW_KIND_VPC = 0, 1, 2
+FLOW_K_LEARNED, FLOW_K_ENI, FLOW_K_INET, FLOW_K_NATRW = HP_K_LEARNED, HP_K_ENI, HP_K_INET, HP_K_NATRW
+#: Why FlowTable.run stopped, by code (the order of HP_STOP_* in hp_flow.h).
+FLOW_STOPS = ("end", "horizon", "parse", "miss", "generation", "unlearned", "time", "expired", "window",
+              "nat-idle", "tcp", "overflow", "space", "bounds")
+#: Bytes of one entry and of one index slot.
+FLOW_ENTRY_BYTES = sizeof(hp_conn)
+FLOW_SLOT_BYTES = sizeof(hp_slot)
+
+
+cdef class FlowTable:
+    """The C flow table (see hp_flow.h). Entries are addressed by index; the caller (CoreEngine)
+    keeps the Python objects beside them. Not thread-safe."""
+
+    cdef hp_flow_table _t
+    cdef bint _ready
+
+    def __cinit__(self, uint32_t expected=1024, uint32_t interval=600, bint strict=False, double nat_idle=350.0,
+                  tcp_table=None, flag_class=None, aws_flags=None, tcp_timeouts=None, udp_timeouts=None):
+        if hp_flow_init(&self._t, expected) != 0:
+            raise MemoryError("cannot allocate the flow table")
+        self._ready = True
+        if interval == 0:
+            raise ValueError("interval must be positive")
+        self._t.interval = interval
+        self._t.strict = strict
+        self._t.nat_idle = nat_idle
+        cdef int d, f, s
+        if tcp_table is not None:
+            a = _np.asarray(tcp_table, dtype=_np.uint8)
+            if a.shape != (2, 6, 10):
+                raise ValueError("tcp_table must have shape (2, 6, 10)")
+            for d in range(2):
+                for f in range(6):
+                    for s in range(10):
+                        self._t.tcp[d][f][s] = a[d, f, s]
+        for name, values, size in (("flag_class", flag_class, 256), ("aws_flags", aws_flags, 256),
+                                   ("tcp_timeouts", tcp_timeouts, 10), ("udp_timeouts", udp_timeouts, 3)):
+            if values is not None and len(values) != size:
+                raise ValueError(f"{name} needs {size} values")
+        for f in range(256):
+            self._t.fclass[f] = flag_class[f] if flag_class is not None else 5
+            self._t.awsmap[f] = aws_flags[f] if aws_flags is not None else 0
+        for s in range(10):
+            self._t.tcp_timeout[s] = tcp_timeouts[s] if tcp_timeouts is not None else 0.0
+        for s in range(3):
+            self._t.udp_timeout[s] = udp_timeouts[s] if udp_timeouts is not None else 0.0
+
+    def __dealloc__(self):
+        if self._ready:
+            hp_flow_free(&self._t)
+            self._ready = False
+
+    # --- properties -------------------------------------------------------------------------
+    property gen:
+        """Configuration generation: entries learned under another one punt."""
+        def __get__(self):
+            return self._t.gen
+        def __set__(self, uint32_t value):
+            self._t.gen = value
+
+    property now:
+        """The slow path's clock: packets stamped before it punt (time never goes backwards)."""
+        def __get__(self):
+            return self._t.now
+        def __set__(self, double value):
+            self._t.now = value
+
+    def __len__(self):
+        return self._t.nconns
+
+    @property
+    def keys(self):
+        """Keys in the index."""
+        return self._t.used
+
+    @property
+    def slots(self):
+        return self._t.mask + 1
+
+    @property
+    def capacity(self):
+        """Entries allocated."""
+        return self._t.cap_conns
+
+    @property
+    def rehashes(self):
+        return self._t.rehashes
+
+    @property
+    def memory_bytes(self):
+        """Bytes held by the entries, the index and the dirty list."""
+        return hp_flow_memory(&self._t)
+
+    def stops(self):
+        """How often run() stopped for each reason (FLOW_STOPS) since the last call; resets."""
+        out = {}
+        cdef int i
+        for i in range(HP_STOP_COUNT):
+            if self._t.stops[i]:
+                out[FLOW_STOPS[i]] = self._t.stops[i]
+            self._t.stops[i] = 0
+        return out
+
+    def take_fast_packets(self):
+        """Packets the fast path forwarded since the last call; resets."""
+        n = self._t.fast_packets
+        self._t.fast_packets = 0
+        return n
+
+    # --- entries ----------------------------------------------------------------------------
+    cdef hp_conn *_conn(self, idx) except NULL:
+        if not 0 <= idx < self._t.top or self._t.conns[idx].proto == 0:
+            raise KeyError(idx)
+        return &self._t.conns[<uint32_t>idx]
+
+    def alloc(self, int proto):
+        """A new entry for a TCP (6) or UDP (17) connection; returns its index."""
+        if proto != 6 and proto != 17:
+            raise ValueError("only TCP and UDP connections have entries")
+        cdef int64_t idx = hp_flow_alloc(&self._t, <uint8_t>proto)
+        if idx < 0:
+            raise MemoryError("flow table full")
+        return idx
+
+    def release(self, idx):
+        """Forget entry ``idx`` and its keys."""
+        self._conn(idx)
+        hp_flow_release(&self._t, <uint32_t>idx)
+
+    def set(self, idx, int state, double expires, double last_seen, ips, ports, bint last_reply, bint nat,
+            uint32_t gen):
+        """Load the slow path's view of a connection into entry ``idx`` (not its counters).
+        ``ips``/``ports``: sandbox, remote, ENI, NAT endpoints. Changing an endpoint that keys use
+        is refused (ValueError)."""
+        cdef hp_conn *c = self._conn(idx)
+        cdef int e, k
+        for e in range(4):
+            if c.ip[e] != <uint32_t>ips[e] or c.port[e] != <uint16_t>ports[e]:
+                for k in range(3):
+                    if c.kind[k] & HP_K_KEY:
+                        raise ValueError("the endpoints of a keyed entry cannot change")
+        for e in range(4):
+            c.ip[e] = ips[e]
+            c.port[e] = ports[e]
+        c.state = state
+        c.expires = expires
+        c.last_seen = last_seen
+        c.gen = gen
+        c.bits = (c.bits & ~(HP_C_LASTREPLY | HP_C_NAT)) | (HP_C_LASTREPLY if last_reply else 0) | (HP_C_NAT if nat else 0)
+
+    def get(self, idx):
+        """Entry ``idx`` as a dict (for tests and reports)."""
+        cdef hp_conn *c = self._conn(idx)
+        return {
+            "state": c.state, "expires": c.expires, "last_seen": c.last_seen, "proto": c.proto,
+            "ips": tuple(c.ip[e] for e in range(4)), "ports": tuple(c.port[e] for e in range(4)),
+            "packets": (c.pkts[0], c.pkts[1]), "bytes": (c.bytes[0], c.bytes[1]),
+            "tcp_flags": (c.raw_flags[0], c.raw_flags[1]), "window": c.window, "gen": c.gen,
+            "kinds": tuple(c.kind[k] for k in range(3)), "exchanges": c.exchanges,
+            "last_reply": bool(c.bits & HP_C_LASTREPLY), "nat": bool(c.bits & HP_C_NAT),
+            "owner": (c.bits >> HP_C_OWNER_SHIFT) & 3, "dirty": bool(c.bits & HP_C_DIRTY),
+        }
+
+    def learn(self, idx, int kind, int flags, uint32_t window):
+        """Make ``kind`` of entry ``idx`` usable in flow-log window ``window`` with tap flags
+        ``flags`` (FLOW_K_ENI | FLOW_K_INET | FLOW_K_NATRW): its key goes in the index (taking the
+        5-tuple over from any other entry). Learning in another window than the entry's forgets
+        the other kinds (their flow-log records belong to the old window). A reply kind becomes
+        the owner of the REPLY counters (the entry must be folded: counters zero)."""
+        cdef hp_conn *c = self._conn(idx)
+        cdef int k
+        if not 0 <= kind < 3:
+            raise ValueError("kind must be 0, 1 or 2")
+        if c.pkts[0] or c.pkts[1]:
+            raise ValueError("fold the entry before teaching it")
+        if c.window != window:
+            for k in range(3):
+                c.kind[k] &= HP_K_KEY
+            c.window = window
+        if hp_flow_key(&self._t, <uint32_t>idx, kind) != 0:
+            raise MemoryError("flow index full")
+        c.kind[kind] = HP_K_KEY | HP_K_LEARNED | (flags & (HP_K_ENI | HP_K_INET | HP_K_NATRW))
+        if kind != 0:
+            c.bits = (c.bits & ~(3 << HP_C_OWNER_SHIFT)) | (kind << HP_C_OWNER_SHIFT)
+
+    def forget(self, idx, kind=None):
+        """Un-learn one kind (or every kind) of entry ``idx``; keys stay in the index."""
+        cdef hp_conn *c = self._conn(idx)
+        cdef int k
+        for k in range(3):
+            if kind is None or k == kind:
+                c.kind[k] &= HP_K_KEY
+
+    def forget_all(self):
+        """Un-learn every kind of every entry (e.g. after the flow-log records were flushed)."""
+        cdef uint32_t i
+        cdef int k
+        for i in range(self._t.top):
+            if self._t.conns[i].proto:
+                for k in range(3):
+                    self._t.conns[i].kind[k] &= HP_K_KEY
+
+    def lookup(self, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint8_t proto):
+        """``(index, kind)`` of the entry keyed by this IPv4 5-tuple, or None."""
+        cdef int64_t s = hp_flow_find(&self._t, src, dst, sport, dport, proto)
+        if s < 0:
+            return None
+        cdef uint32_t ref = self._t.slots[s].ref
+        return (ref >> 2) - 1, ref & 3
+
+    def fold(self):
+        """Every entry the fast path changed since the last call, in the order they first
+        changed, as tuples ``(index, state, expires, last_seen, packets_orig, packets_reply,
+        bytes_orig, bytes_reply, flags_orig, flags_reply, aws_orig, aws_reply, end_orig,
+        end_reply, window, exchanges, last_reply, owner)``; counters are reset."""
+        out = []
+        cdef uint32_t j, idx
+        cdef hp_conn *c
+        for j in range(self._t.ndirty):
+            idx = self._t.dirty[j]
+            c = &self._t.conns[idx]
+            if not c.proto or not (c.bits & HP_C_DIRTY):
+                continue
+            out.append((idx, c.state, c.expires, c.last_seen, c.pkts[0], c.pkts[1], c.bytes[0], c.bytes[1],
+                        c.raw_flags[0], c.raw_flags[1], c.aws_flags[0], c.aws_flags[1], c.end_off[0],
+                        c.end_off[1], c.window, c.exchanges, bool(c.bits & HP_C_LASTREPLY),
+                        (c.bits >> HP_C_OWNER_SHIFT) & 3))
+            c.pkts[0] = c.pkts[1] = 0
+            c.bytes[0] = c.bytes[1] = 0
+            c.raw_flags[0] = c.raw_flags[1] = 0
+            c.aws_flags[0] = c.aws_flags[1] = 0
+            c.end_off[0] = c.end_off[1] = 0
+            c.exchanges = 0
+            c.bits &= ~HP_C_DIRTY
+        self._t.ndirty = 0
+        return out
+
+    @property
+    def dirty(self):
+        """Entries waiting to be folded."""
+        return self._t.ndirty
+
+    def render(self, idx, int kind, ip, int l4):
+        """The (lambda, eni, internet) forms the fast path would emit for IP packet ``ip`` (bytes,
+        L4 header at ``l4``, -1 when absent) arriving as ``kind`` of entry ``idx`` with the
+        entry's learned tap flags; a tap the kind does not emit is None."""
+        cdef hp_conn *c = self._conn(idx)
+        cdef const uint8_t[::1] src = ip
+        cdef int64_t n = src.shape[0]
+        cdef uint8_t flags = c.kind[kind]
+        out_l = bytearray(n)
+        out_e = bytearray(n)
+        out_i = bytearray(n)
+        cdef uint8_t[::1] vl = out_l
+        cdef uint8_t[::1] ve = out_e
+        cdef uint8_t[::1] vi = out_i
+        if n == 0:
+            return b"", None, None
+        hp_flow_render(c, kind, &src[0], n, l4, &vl[0], &ve[0] if flags & HP_K_ENI else NULL,
+                       &vi[0] if flags & HP_K_INET else NULL)
+        return (bytes(out_l), bytes(out_e) if flags & HP_K_ENI else None,
+                bytes(out_i) if flags & HP_K_INET else None)
+
+    # --- the fast path ----------------------------------------------------------------------
+    def run(self, buffer, offsets, lengths, timestamps, linktypes, Py_ssize_t start, double horizon,
+            verdicts, reasons, tap_bufs, tap_idx, tap_off, tap_len, tap_state):
+        """Forward packets ``start``.. on the fast path until one needs the slow path.
+
+        ``offsets``/``lengths`` int64, ``timestamps`` float64, ``linktypes`` int32 array or an int;
+        ``verdicts``/``reasons`` uint8 outputs; per tap (lambda, eni, internet): ``tap_bufs[t]``
+        a writable uint8 buffer, ``tap_idx/off/len[t]`` int64 arrays with a row per packet;
+        ``tap_state`` int64[6] = bytes used per tap, rows used per tap (read and updated).
+        Returns ``(stop_index, stop_reason)``; stop_index == len(offsets) when all were handled."""
+        cdef const uint8_t[::1] buf = buffer
+        cdef const int64_t[::1] offs = offsets
+        cdef const int64_t[::1] lens = lengths
+        cdef const double[::1] tss = timestamps
+        cdef const int32_t[::1] lts
+        cdef uint8_t[::1] vv = verdicts
+        cdef uint8_t[::1] rv = reasons
+        cdef int64_t[::1] st = tap_state
+        cdef uint8_t[::1] tb0 = tap_bufs[0], tb1 = tap_bufs[1], tb2 = tap_bufs[2]
+        cdef int64_t[::1] ti0 = tap_idx[0], ti1 = tap_idx[1], ti2 = tap_idx[2]
+        cdef int64_t[::1] to0 = tap_off[0], to1 = tap_off[1], to2 = tap_off[2]
+        cdef int64_t[::1] tl0 = tap_len[0], tl1 = tap_len[1], tl2 = tap_len[2]
+        cdef Py_ssize_t count = offs.shape[0]
+        cdef hp_batch b
+        cdef int why = 0
+        cdef int64_t stop
+        cdef uint8_t dummy = 0
+        if lens.shape[0] != count or tss.shape[0] != count or vv.shape[0] < count or rv.shape[0] < count:
+            raise ValueError("batch arrays differ in length")
+        if min(ti0.shape[0], ti1.shape[0], ti2.shape[0], to0.shape[0], to1.shape[0], to2.shape[0],
+               tl0.shape[0], tl1.shape[0], tl2.shape[0]) < count:
+            raise ValueError("tap index arrays need a row per packet")
+        if start < 0 or start > count:
+            raise ValueError("start out of range")
+        if count == start:
+            return start, "end"
+        b.buf = &buf[0] if buf.shape[0] else &dummy
+        b.size = buf.shape[0]
+        b.offs = &offs[0]
+        b.lens = &lens[0]
+        b.ts = &tss[0]
+        if _np.ndim(linktypes) == 0:
+            b.lts = NULL
+            b.lt = int(linktypes)
+        else:
+            lts = linktypes
+            if lts.shape[0] != count:
+                raise ValueError("linktypes and offsets differ in length")
+            b.lts = &lts[0]
+            b.lt = 0
+        b.verdict = &vv[0]
+        b.reason = &rv[0]
+        b.tap_buf[0] = &tb0[0] if tb0.shape[0] else &dummy
+        b.tap_buf[1] = &tb1[0] if tb1.shape[0] else &dummy
+        b.tap_buf[2] = &tb2[0] if tb2.shape[0] else &dummy
+        b.tap_cap[0], b.tap_cap[1], b.tap_cap[2] = tb0.shape[0], tb1.shape[0], tb2.shape[0]
+        b.tap_idx[0], b.tap_idx[1], b.tap_idx[2] = &ti0[0], &ti1[0], &ti2[0]
+        b.tap_off[0], b.tap_off[1], b.tap_off[2] = &to0[0], &to1[0], &to2[0]
+        b.tap_len[0], b.tap_len[1], b.tap_len[2] = &tl0[0], &tl1[0], &tl2[0]
+        cdef int t
+        for t in range(3):
+            b.tap_used[t] = st[t]
+            b.tap_n[t] = st[3 + t]
+        with nogil:
+            stop = hp_flow_run(&self._t, &b, start, count, horizon, &why)
+            self._t.stops[why] += 1
+        for t in range(3):
+            st[t] = b.tap_used[t]
+            st[3 + t] = b.tap_n[t]
+        if FLOW_STOPS[why] == "bounds":
+            raise ValueError(f"frame {stop} (offset {offs[stop]}, length {lens[stop]}) lies outside the buffer")
+        return stop, FLOW_STOPS[why]

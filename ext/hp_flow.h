@@ -1,0 +1,585 @@
+/* hp_flow.h: the flow table and the batch fast path of the core backend (hyperplane/core.py).
+ *
+ * Header-only C99, no global state; hp_flow_run() runs without the GIL.
+ *
+ * What it holds. One entry (hp_conn, 80 bytes) per connection the slow path (the reference
+ * dataplane) tracks and taught us, plus an index of 8-byte slots (open addressing, linear
+ * probing, backward-shift deletion, no tombstones) from an IPv4 5-tuple to (entry, key kind).
+ * A slot keeps only a 32-bit tag of the 64-bit hash and the entry reference; a tag match is
+ * confirmed against the key the entry implies for that kind, so slots stay small. Key kinds:
+ *
+ *   HP_KIND_OUT    sandbox -> remote    (ORIGINAL; the packet as the sandbox sent it)
+ *   HP_KIND_REPLY  remote  -> sandbox   (REPLY, in the sandbox's view)
+ *   HP_KIND_VPC    remote  -> ENI       (REPLY, in its customer-VPC form)
+ *
+ * Endpoints of an entry: 0 sandbox, 1 remote, 2 Hyperplane ENI (V2N address and port),
+ * 3 NAT gateway public address and port (when the path crosses a NAT gateway).
+ *
+ * Learning. A kind is usable only once the slow path handled a packet of that kind and the
+ * Python side checked that this table reproduces its result byte for byte (HP_K_LEARNED). The
+ * learned facts are valid for one configuration generation (`gen`) and one flow-log window
+ * (`window`); any other packet punts.
+ *
+ * The fast path (hp_flow_run) forwards a packet only when everything it would do is known:
+ * IPv4 TCP/UDP, parsed cleanly, not a fragment, time not going backwards, before the
+ * `horizon` (the earliest timer of the slow path), a learned kind of an entry of the current
+ * generation and window, connection alive (ts < expires), NAT mapping not idle, the TCP
+ * transition neither a reopen, nor invalid under strict, nor shortening the timer (the slow
+ * path's expiry heap must hear of that), counters not overflowing. Else it stops and returns
+ * the packet's index: the caller runs the slow path for it and resumes after it.
+ *
+ * Memory. Entries grow by doubling (indices stay valid: realloc); the index is rehashed into
+ * twice its size when it would pass 3/4 full (a stop-the-world rehash, amortised O(1) per key;
+ * size it up front with `expected` connections to avoid it).
+ */
+#ifndef HP_FLOW_H
+#define HP_FLOW_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hp_csum.h"
+#include "hp_parse.h"
+
+#define HP_KIND_OUT 0
+#define HP_KIND_REPLY 1
+#define HP_KIND_VPC 2
+#define HP_NKINDS 3
+
+/* hp_conn.kind[k] bits */
+#define HP_K_KEY 0x01      /* the kind's key is in the index */
+#define HP_K_LEARNED 0x02  /* the kind's outcome is known for (gen, window) */
+#define HP_K_ENI 0x04      /* emit on the eni tap */
+#define HP_K_INET 0x08     /* emit on the internet tap */
+#define HP_K_NATRW 0x10    /* the internet form crosses the NAT gateway translation */
+
+/* hp_conn.bits */
+#define HP_C_LASTREPLY 0x01 /* UDP: the last packet went REPLY (Conn._last_dir) */
+#define HP_C_NAT 0x02       /* the path holds a NAT gateway mapping (idle timeout applies) */
+#define HP_C_DIRTY 0x04     /* changed by the fast path since the caller last folded it */
+#define HP_C_OWNER_SHIFT 3  /* 2 bits: the reply kind whose packets the REPLY counters hold */
+
+#define HP_TAP_LAMBDA 0
+#define HP_TAP_ENI 1
+#define HP_TAP_INET 2
+#define HP_NTAPS 3
+
+#define HP_TCP_IV 0xFE
+#define HP_TCP_IG 0xFF
+#define HP_TCP_SYN_SENT 1
+#define HP_TCP_TIME_WAIT 7
+#define HP_TCP_CLOSE 8
+#define HP_NSTATES 10
+#define HP_UDP_STREAM 2
+
+/* why hp_flow_run stopped */
+enum {
+    HP_STOP_END = 0, HP_STOP_HORIZON, HP_STOP_PARSE, HP_STOP_MISS, HP_STOP_GEN, HP_STOP_UNLEARNED,
+    HP_STOP_TIME, HP_STOP_EXPIRED, HP_STOP_WINDOW, HP_STOP_NAT_IDLE, HP_STOP_TCP, HP_STOP_OVERFLOW,
+    HP_STOP_SPACE, HP_STOP_BOUNDS, HP_STOP_COUNT
+};
+
+typedef struct hp_conn {
+    double expires;       /* Conn.expires (authoritative while installed) */
+    double last_seen;     /* Conn.last_seen = Conn.nat_last_seen */
+    uint32_t ip[4];       /* endpoints: sandbox, remote, eni, nat (host order) */
+    uint16_t port[4];
+    uint32_t pkts[2];     /* per direction, since the caller last folded the entry */
+    uint32_t bytes[2];
+    uint32_t window;      /* flow-log window index the learned kinds are valid in */
+    uint32_t gen;         /* configuration generation they are valid for */
+    uint16_t end_off[2];  /* per direction: second of the last packet - window start */
+    uint8_t raw_flags[2]; /* per direction: OR of TCP flags */
+    uint8_t aws_flags[2]; /* per direction: OR of the flow-log tcp-flags contributions */
+    uint8_t kind[HP_NKINDS];
+    uint8_t state;        /* TCP state (tcpstate.TcpState) or UDP state (UdpState) */
+    uint8_t proto;        /* 6 or 17; 0 = a free entry */
+    uint8_t bits;         /* HP_C_* */
+    uint16_t exchanges;   /* UDP exchanges completed by the fast path since the last fold */
+} hp_conn;
+
+typedef struct hp_slot {
+    uint32_t tag; /* high 32 bits of the hash */
+    uint32_t ref; /* (entry index + 1) << 2 | kind; 0 = empty */
+} hp_slot;
+
+typedef struct hp_flow_table {
+    hp_conn *conns;
+    uint32_t nconns, cap_conns; /* live entries, allocated entries */
+    uint32_t free_head;         /* free list through ip[0], index + 1; 0 = empty */
+    uint32_t top;               /* entries ever handed out (high-water mark) */
+    hp_slot *slots;
+    uint64_t mask;              /* slots - 1 */
+    uint64_t used;              /* occupied slots */
+    uint32_t *dirty;            /* entries with HP_C_DIRTY, in the order they became dirty */
+    uint32_t ndirty, cap_dirty;
+    uint64_t rehashes;
+    /* configuration */
+    uint32_t gen;
+    uint32_t interval;          /* flow-log interval, seconds */
+    int strict;
+    double nat_idle;
+    double now;                 /* the slow path's clock: packets before it punt */
+    uint8_t tcp[2][6][HP_NSTATES];
+    uint8_t fclass[256];
+    uint8_t awsmap[256];
+    double tcp_timeout[HP_NSTATES];
+    double udp_timeout[3];
+    /* statistics since the caller last read them */
+    uint64_t fast_packets;
+    uint64_t stops[HP_STOP_COUNT];
+} hp_flow_table;
+
+/* --- hashing --------------------------------------------------------------------------------- */
+
+static inline uint64_t hp_flow_mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    return x;
+}
+
+static inline uint64_t hp_flow_hash(uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint8_t proto)
+{
+    uint64_t a = ((uint64_t)src << 32) | dst;
+    uint64_t b = ((uint64_t)sport << 24) | ((uint64_t)dport << 8) | proto;
+    return hp_flow_mix(a ^ hp_flow_mix(b + 0x9E3779B97F4A7C15ull));
+}
+
+/* The key an entry is reachable under for kind k. */
+static inline void hp_conn_key(const hp_conn *c, int k, uint32_t *src, uint32_t *dst, uint16_t *sport, uint16_t *dport)
+{
+    if (k == HP_KIND_OUT) {
+        *src = c->ip[0]; *sport = c->port[0]; *dst = c->ip[1]; *dport = c->port[1];
+    } else if (k == HP_KIND_REPLY) {
+        *src = c->ip[1]; *sport = c->port[1]; *dst = c->ip[0]; *dport = c->port[0];
+    } else {
+        *src = c->ip[1]; *sport = c->port[1]; *dst = c->ip[2]; *dport = c->port[2];
+    }
+}
+
+static inline uint64_t hp_conn_hash(const hp_conn *c, int k)
+{
+    uint32_t s, d;
+    uint16_t sp, dp;
+    hp_conn_key(c, k, &s, &d, &sp, &dp);
+    return hp_flow_hash(s, d, sp, dp, c->proto);
+}
+
+/* --- life cycle ------------------------------------------------------------------------------ */
+
+static inline uint64_t hp_pow2_at_least(uint64_t n)
+{
+    uint64_t p = 16;
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+/* Sized for `expected` connections of up to 3 keys. Returns 0, or -1 when out of memory. */
+static inline int hp_flow_init(hp_flow_table *t, uint32_t expected)
+{
+    uint64_t nslots;
+    memset(t, 0, sizeof(*t));
+    if (expected < 16)
+        expected = 16;
+    nslots = hp_pow2_at_least(((uint64_t)expected * 3 * 4 + 2) / 3);
+    t->conns = (hp_conn *)calloc(expected, sizeof(hp_conn));
+    t->slots = (hp_slot *)calloc(nslots, sizeof(hp_slot));
+    t->dirty = (uint32_t *)malloc(sizeof(uint32_t) * 64);
+    if (!t->conns || !t->slots || !t->dirty) {
+        free(t->conns); free(t->slots); free(t->dirty);
+        memset(t, 0, sizeof(*t));
+        return -1;
+    }
+    t->cap_conns = expected;
+    t->mask = nslots - 1;
+    t->cap_dirty = 64;
+    t->interval = 600;
+    t->now = -INFINITY;
+    return 0;
+}
+
+static inline void hp_flow_free(hp_flow_table *t)
+{
+    free(t->conns);
+    free(t->slots);
+    free(t->dirty);
+    memset(t, 0, sizeof(*t));
+}
+
+static inline size_t hp_flow_memory(const hp_flow_table *t)
+{
+    return (size_t)t->cap_conns * sizeof(hp_conn) + (size_t)(t->mask + 1) * sizeof(hp_slot)
+           + (size_t)t->cap_dirty * sizeof(uint32_t);
+}
+
+/* --- the index ------------------------------------------------------------------------------- */
+
+static inline void hp_slot_put(hp_slot *slots, uint64_t mask, uint64_t h, uint32_t ref)
+{
+    uint64_t i = h & mask;
+    while (slots[i].ref)
+        i = (i + 1) & mask;
+    slots[i].tag = (uint32_t)(h >> 32);
+    slots[i].ref = ref;
+}
+
+static inline int hp_flow_rehash(hp_flow_table *t, uint64_t nslots)
+{
+    hp_slot *fresh = (hp_slot *)calloc(nslots, sizeof(hp_slot));
+    uint64_t i, mask = nslots - 1;
+    if (!fresh)
+        return -1;
+    for (i = 0; i <= t->mask; i++) {
+        uint32_t ref = t->slots[i].ref;
+        if (ref) {
+            const hp_conn *c = &t->conns[(ref >> 2) - 1];
+            hp_slot_put(fresh, mask, hp_conn_hash(c, ref & 3), ref);
+        }
+    }
+    free(t->slots);
+    t->slots = fresh;
+    t->mask = mask;
+    t->rehashes++;
+    return 0;
+}
+
+/* The slot holding this 5-tuple, or -1. */
+static inline int64_t hp_flow_find(const hp_flow_table *t, uint32_t src, uint32_t dst, uint16_t sport,
+                                   uint16_t dport, uint8_t proto)
+{
+    uint64_t h = hp_flow_hash(src, dst, sport, dport, proto);
+    uint64_t i = h & t->mask;
+    uint32_t tag = (uint32_t)(h >> 32);
+    const hp_slot *slots = t->slots;
+    for (;;) {
+        uint32_t ref = slots[i].ref;
+        if (!ref)
+            return -1;
+        if (slots[i].tag == tag) {
+            const hp_conn *c = &t->conns[(ref >> 2) - 1];
+            uint32_t s, d;
+            uint16_t sp, dp;
+            hp_conn_key(c, ref & 3, &s, &d, &sp, &dp);
+            if (s == src && d == dst && sp == sport && dp == dport && c->proto == proto)
+                return (int64_t)i;
+        }
+        i = (i + 1) & t->mask;
+    }
+}
+
+/* Empty slot i and close the gap (backward-shift deletion). */
+static inline void hp_slot_delete(hp_flow_table *t, uint64_t i)
+{
+    uint64_t mask = t->mask, j = i;
+    hp_slot *slots = t->slots;
+    for (;;) {
+        uint64_t home;
+        uint32_t ref;
+        j = (j + 1) & mask;
+        ref = slots[j].ref;
+        if (!ref)
+            break;
+        home = hp_conn_hash(&t->conns[(ref >> 2) - 1], ref & 3) & mask;
+        /* slot j may move to i when its home is not cyclically in (i, j] */
+        if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j))) {
+            slots[i] = slots[j];
+            i = j;
+        }
+    }
+    slots[i].ref = 0;
+    slots[i].tag = 0;
+    t->used--;
+}
+
+/* Remove kind k's key of entry idx from the index (no-op when it is not there). */
+static inline void hp_flow_unkey(hp_flow_table *t, uint32_t idx, int k)
+{
+    hp_conn *c = &t->conns[idx];
+    uint32_t s, d;
+    uint16_t sp, dp;
+    int64_t i;
+    if (!(c->kind[k] & HP_K_KEY))
+        return;
+    hp_conn_key(c, k, &s, &d, &sp, &dp);
+    i = hp_flow_find(t, s, d, sp, dp, c->proto);
+    if (i >= 0 && t->slots[i].ref == (((idx + 1) << 2) | (uint32_t)k))
+        hp_slot_delete(t, (uint64_t)i);
+    c->kind[k] = 0;
+}
+
+/* Put kind k's key of entry idx in the index. A slot holding the same 5-tuple for another
+ * (entry, kind) is taken over: the slow path resolved that tuple to this entry last, and the
+ * other kind goes back to punting. Returns 0, or -1 when out of memory. */
+static inline int hp_flow_key(hp_flow_table *t, uint32_t idx, int k)
+{
+    hp_conn *c = &t->conns[idx];
+    uint32_t s, d, ref = ((idx + 1) << 2) | (uint32_t)k;
+    uint16_t sp, dp;
+    int64_t i;
+    if (c->kind[k] & HP_K_KEY)
+        return 0;
+    hp_conn_key(c, k, &s, &d, &sp, &dp);
+    i = hp_flow_find(t, s, d, sp, dp, c->proto);
+    if (i >= 0) {
+        uint32_t old = t->slots[i].ref;
+        t->conns[(old >> 2) - 1].kind[old & 3] = 0;
+        t->slots[i].ref = ref;
+        c->kind[k] |= HP_K_KEY;
+        return 0;
+    }
+    if ((t->used + 1) * 4 > (t->mask + 1) * 3 && hp_flow_rehash(t, (t->mask + 1) * 2) != 0)
+        return -1;
+    hp_slot_put(t->slots, t->mask, hp_flow_hash(s, d, sp, dp, c->proto), ref);
+    t->used++;
+    c->kind[k] |= HP_K_KEY;
+    return 0;
+}
+
+/* A new entry (zeroed, proto set); its index, or -1 when out of memory. */
+static inline int64_t hp_flow_alloc(hp_flow_table *t, uint8_t proto)
+{
+    uint32_t idx;
+    if (t->free_head) {
+        idx = t->free_head - 1;
+        t->free_head = t->conns[idx].ip[0];
+    } else {
+        if (t->top == t->cap_conns) {
+            uint32_t cap = t->cap_conns * 2;
+            hp_conn *grown;
+            if (cap > 0x3FFFFFFFu)
+                return -1;
+            grown = (hp_conn *)realloc(t->conns, (size_t)cap * sizeof(hp_conn));
+            if (!grown)
+                return -1;
+            memset(grown + t->cap_conns, 0, (size_t)(cap - t->cap_conns) * sizeof(hp_conn));
+            t->conns = grown;
+            t->cap_conns = cap;
+        }
+        idx = t->top++;
+    }
+    memset(&t->conns[idx], 0, sizeof(hp_conn));
+    t->conns[idx].proto = proto;
+    t->conns[idx].window = 0xFFFFFFFFu;
+    t->nconns++;
+    return idx;
+}
+
+/* Drop entry idx and its keys. */
+static inline void hp_flow_release(hp_flow_table *t, uint32_t idx)
+{
+    hp_conn *c = &t->conns[idx];
+    int k;
+    if (!c->proto)
+        return;
+    for (k = 0; k < HP_NKINDS; k++)
+        hp_flow_unkey(t, idx, k);
+    memset(c, 0, sizeof(*c));
+    c->ip[0] = t->free_head;
+    t->free_head = idx + 1;
+    t->nconns--;
+}
+
+static inline int hp_flow_mark_dirty(hp_flow_table *t, uint32_t idx)
+{
+    hp_conn *c = &t->conns[idx];
+    if (c->bits & HP_C_DIRTY)
+        return 0;
+    if (t->ndirty == t->cap_dirty) {
+        uint32_t *grown = (uint32_t *)realloc(t->dirty, sizeof(uint32_t) * (size_t)t->cap_dirty * 2);
+        if (!grown)
+            return -1;
+        t->dirty = grown;
+        t->cap_dirty *= 2;
+    }
+    t->dirty[t->ndirty++] = idx;
+    c->bits |= HP_C_DIRTY;
+    return 0;
+}
+
+/* --- rendering: the three forms of a packet of a V2N connection -------------------------------
+ * kind OUT:   lambda = input;  eni = lambda with src := ENI;  internet = eni with src := NAT
+ * kind REPLY: lambda = input;  eni = lambda with dst := ENI;  internet = eni with dst := NAT
+ * kind VPC:   eni = input;     lambda = eni with dst := sandbox;  internet = eni with dst := NAT
+ * (internet = eni when the path has no NAT translation.) `ip` is the IP packet, `l4` the offset
+ * of its L4 header from the IP header (or -1). Each output has room for `len` bytes. */
+static inline void hp_flow_render(const hp_conn *c, int k, const uint8_t *ip, int64_t len, int64_t l4,
+                                  uint8_t *out_lambda, uint8_t *out_eni, uint8_t *out_inet)
+{
+    uint8_t flags = c->kind[k];
+    int dst = k != HP_KIND_OUT;
+    uint8_t *eni = out_eni;
+    memcpy(out_lambda, ip, (size_t)len);
+    if (k == HP_KIND_VPC) {
+        hp_rewrite(out_lambda, (size_t)len, 0, l4, 4, c->proto, 1, 0, c->ip[0], c->port[0]);
+        if (eni)
+            memcpy(eni, ip, (size_t)len);
+    } else if (eni || (flags & HP_K_INET)) {
+        if (!eni)
+            eni = out_inet;
+        memcpy(eni, ip, (size_t)len);
+        hp_rewrite(eni, (size_t)len, 0, l4, 4, c->proto, dst, 0, c->ip[2], c->port[2]);
+    }
+    if (flags & HP_K_INET) {
+        const uint8_t *base = (k == HP_KIND_VPC) ? ip : eni;
+        if (out_inet != base)
+            memcpy(out_inet, base, (size_t)len);
+        if (flags & HP_K_NATRW)
+            hp_rewrite(out_inet, (size_t)len, 0, l4, 4, c->proto, dst, 0, c->ip[3], c->port[3]);
+    }
+}
+
+/* --- the batch loop -------------------------------------------------------------------------- */
+
+typedef struct hp_batch {
+    const uint8_t *buf;
+    int64_t size;
+    const int64_t *offs, *lens;
+    const double *ts;
+    const int32_t *lts; /* NULL: every frame has link type `lt` */
+    int32_t lt;
+    uint8_t *verdict, *reason;
+    uint8_t *tap_buf[HP_NTAPS];
+    int64_t tap_cap[HP_NTAPS], tap_used[HP_NTAPS], tap_n[HP_NTAPS];
+    int64_t *tap_idx[HP_NTAPS], *tap_off[HP_NTAPS], *tap_len[HP_NTAPS];
+} hp_batch;
+
+/* Process packets start.. of the batch on the fast path; returns the index of the first packet
+ * it cannot handle (count when it handled them all) and its stop code in *why. Frames must lie
+ * inside the buffer (the caller checks). */
+static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, int64_t count, double horizon,
+                                  int *why)
+{
+    int64_t i;
+    for (i = start; i < count; i++) {
+        hp_pkt p;
+        const uint8_t *frame;
+        double ts = b->ts[i], new_exp;
+        int64_t slot, second, l4, len, ws;
+        uint32_t ref, idx, window;
+        int k, dir, tcp_refresh = 0;
+        uint8_t new_state, kflags;
+        hp_conn *c;
+        const uint8_t *ip;
+
+        if (b->offs[i] < 0 || b->lens[i] < 0 || b->offs[i] > b->size || b->lens[i] > b->size - b->offs[i]) {
+            *why = HP_STOP_BOUNDS; return i;
+        }
+        if (!(ts < horizon)) { *why = HP_STOP_HORIZON; return i; }
+        if (ts < t->now || !(ts >= 0)) { *why = HP_STOP_TIME; return i; }
+        frame = b->buf + b->offs[i];
+        hp_parse(b->lens[i] ? frame : NULL, (size_t)b->lens[i], b->lts ? b->lts[i] : b->lt, &p);
+        if (!p.ok || p.version != 4 || p.fragment || p.l4 < 0 || (p.proto != 6 && p.proto != 17)) {
+            *why = HP_STOP_PARSE; return i;
+        }
+        slot = hp_flow_find(t, (uint32_t)p.src_lo, (uint32_t)p.dst_lo, p.sport, p.dport, p.proto);
+        if (slot < 0) { *why = HP_STOP_MISS; return i; }
+        ref = t->slots[slot].ref;
+        idx = (ref >> 2) - 1;
+        k = (int)(ref & 3);
+        c = &t->conns[idx];
+        kflags = c->kind[k];
+        if (c->gen != t->gen) { *why = HP_STOP_GEN; return i; }
+        dir = k == HP_KIND_OUT ? 0 : 1;
+        if (!(kflags & HP_K_LEARNED) || (dir && ((c->bits >> HP_C_OWNER_SHIFT) & 3) != (unsigned)k)) {
+            *why = HP_STOP_UNLEARNED; return i;
+        }
+        if (ts < c->last_seen) { *why = HP_STOP_TIME; return i; }
+        if (c->expires <= ts) { *why = HP_STOP_EXPIRED; return i; }
+        second = (int64_t)floor(ts);
+        window = (uint32_t)(second / t->interval);
+        if (window != c->window || second / t->interval > 0xFFFFFFF0ll) { *why = HP_STOP_WINDOW; return i; }
+        if ((c->bits & HP_C_NAT) && (ts - c->last_seen >= t->nat_idle || c->last_seen + t->nat_idle <= ts)) {
+            *why = HP_STOP_NAT_IDLE; return i;
+        }
+        /* the state machine: decide everything before changing anything */
+        new_state = c->state;
+        new_exp = c->expires;
+        if (p.proto == 6) {
+            uint8_t cell = t->tcp[dir][t->fclass[p.tcp_flags]][c->state];
+            if (cell == HP_TCP_IV) {
+                if (t->strict) { *why = HP_STOP_TCP; return i; }
+            } else if (cell != HP_TCP_IG) {
+                if (cell == HP_TCP_SYN_SENT && (c->state == HP_TCP_TIME_WAIT || c->state == HP_TCP_CLOSE)) {
+                    *why = HP_STOP_TCP; return i; /* a reopen: the slow path re-evaluates */
+                }
+                new_state = cell;
+                tcp_refresh = 1;
+            }
+            if (tcp_refresh) {
+                new_exp = ts + t->tcp_timeout[new_state];
+                if (new_exp < c->expires) { *why = HP_STOP_TCP; return i; }
+            }
+        } else {
+            if (dir && !(c->bits & HP_C_LASTREPLY)) {
+                if (c->exchanges == 0xFFFF) { *why = HP_STOP_OVERFLOW; return i; }
+                if (new_state != HP_UDP_STREAM)
+                    new_state++;
+            }
+            new_exp = ts + t->udp_timeout[new_state];
+            if (new_exp < c->expires) { *why = HP_STOP_TCP; return i; }
+        }
+        len = p.ip_len;
+        if (c->pkts[dir] == 0xFFFFFFFFu || (uint64_t)c->bytes[dir] + (uint64_t)len > 0xFFFFFFFFull) {
+            *why = HP_STOP_OVERFLOW; return i;
+        }
+        {
+            int tp;
+            uint8_t emit[HP_NTAPS] = {1, (uint8_t)((kflags & HP_K_ENI) != 0), (uint8_t)((kflags & HP_K_INET) != 0)};
+            for (tp = 0; tp < HP_NTAPS; tp++)
+                if (emit[tp] && b->tap_used[tp] + len > b->tap_cap[tp]) { *why = HP_STOP_SPACE; return i; }
+            if (hp_flow_mark_dirty(t, idx) != 0) { *why = HP_STOP_SPACE; return i; }
+            /* commit */
+            if (p.proto == 17) {
+                if (dir) {
+                    if (!(c->bits & HP_C_LASTREPLY))
+                        c->exchanges++;
+                    c->bits |= HP_C_LASTREPLY;
+                } else {
+                    c->bits &= (uint8_t)~HP_C_LASTREPLY;
+                }
+            }
+            c->state = new_state;
+            c->expires = new_exp;
+            c->last_seen = ts;
+            c->pkts[dir]++;
+            c->bytes[dir] += (uint32_t)len;
+            c->raw_flags[dir] |= p.tcp_flags;
+            c->aws_flags[dir] |= t->awsmap[p.tcp_flags];
+            ws = (int64_t)window * t->interval;
+            c->end_off[dir] = (uint16_t)(second - ws);
+            t->now = ts;
+            t->fast_packets++;
+            ip = frame + p.l3;
+            l4 = p.l4 - p.l3;
+            {
+                uint8_t *outs[HP_NTAPS];
+                for (tp = 0; tp < HP_NTAPS; tp++) {
+                    outs[tp] = emit[tp] ? b->tap_buf[tp] + b->tap_used[tp] : NULL;
+                }
+                hp_flow_render(c, k, ip, len, l4, outs[0], outs[1], outs[2]);
+                for (tp = 0; tp < HP_NTAPS; tp++) {
+                    if (!emit[tp])
+                        continue;
+                    b->tap_idx[tp][b->tap_n[tp]] = i;
+                    b->tap_off[tp][b->tap_n[tp]] = b->tap_used[tp];
+                    b->tap_len[tp][b->tap_n[tp]] = len;
+                    b->tap_n[tp]++;
+                    b->tap_used[tp] += len;
+                }
+            }
+            b->verdict[i] = 0;
+            b->reason[i] = 0;
+        }
+    }
+    *why = HP_STOP_END;
+    return count;
+}
+
+#endif /* HP_FLOW_H */

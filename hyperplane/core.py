@@ -1,0 +1,470 @@
+"""The core backend: the reference dataplane as the slow path, a C flow table as the fast path.
+
+VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the reference engine's API.
+
+- **Slow path**: :class:`hyperplane.reference.dataplane.Dataplane`, unchanged. It handles every
+  packet the fast path cannot: new connections, unsolicited packets, malformed ones, drops,
+  IPv6 (always: the C table keys IPv4 5-tuples only), fragments, NAT idle timeouts, TCP reopens,
+  packets at or after the slow path's next timer (conntrack expiry, NAT idle, fragments).
+- **Learning**: after the slow path forwarded a packet of a tracked IPv4 connection, the engine
+  teaches the C table (``ext/hp_flow.h``) that connection's endpoints, state and timer, and for
+  the packet's *key kind* (the sandbox's packet / a reply in the sandbox's view / a reply in VPC
+  form) which taps it reaches and whether the internet form crosses the NAT gateway. Nothing is
+  learned unless the C renderer reproduces the slow path's tap bytes exactly for that packet, and
+  the flow-log calls it made are the plain per-packet kind (same bytes, flags, time). Learned
+  facts hold for one configuration generation and one flow-log window; the next packet outside
+  them goes to the slow path again and re-teaches.
+- **Fast path**: ``FlowTable.run``, one nogil loop over the batch: parse, look up, state machine
+  (the table of :func:`hyperplane.tcpstate.table_as_array`), timer from the same timeout table,
+  counters, rewrites with incremental checksums into per-tap buffers. It stops at the first
+  packet it cannot handle; that packet runs on the slow path and the loop resumes after it, so
+  packets are handled in capture order.
+- **State sync**: the C entry is the authority for what the fast path changes (state, timer,
+  last seen, counters, UDP exchanges, flow-log counts). Before any Python code of the slow path
+  runs (a punt, a report, a configuration change, explain) every entry the fast path changed is
+  folded back into its :class:`~hyperplane.reference.conntrack.Conn` and flow-log records; after
+  the slow path changed a connection its entry is reloaded; removing a connection removes its
+  entry (``ConnTable.listener``).
+
+Memory: the C side costs 80 bytes per entry plus 8-byte index slots (at most 3 per connection,
+at most 3/4 full), grown by doubling; the Python side keeps the reference's ``Conn`` objects.
+``core_stats()`` reports both tables' sizes and why the fast loop stopped.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Optional
+
+import numpy as np
+
+from hyperplane import _core, tcpstate
+from hyperplane import packet as pk
+from hyperplane.codes import DropReason, Verdict
+from hyperplane.engine import TAPS, BatchResult, Result
+from hyperplane.flowlogs import AWS_TCP_FLAGS, FlowLogAggregator
+from hyperplane.limits import Timeout
+from hyperplane.reference.conntrack import ORIGINAL, PROTO_TCP, PROTO_UDP, REPLY
+from hyperplane.reference.dataplane import K_OUT, K_REPLY, K_VPC, Dataplane
+
+__all__ = ["CoreEngine", "TapOutput"]
+
+_KIND_OUT, _KIND_REPLY, _KIND_VPC = _core.FLOW_KIND_OUT, _core.FLOW_KIND_REPLY, _core.FLOW_KIND_VPC
+_DIRECTION = {_KIND_OUT: "outbound", _KIND_REPLY: "reply", _KIND_VPC: "reply"}
+_TAP_INDEX = {name: i for i, name in enumerate(TAPS)}  # lambda, eni, internet: the C order
+
+
+class _RecordingAggregator(FlowLogAggregator):
+    """The slow path's flow-log aggregator, noting the records each packet adds to, so the fast
+    path can count later packets of the same connection into the same records."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self, interval, account_id, fields):
+        super().__init__(interval, account_id, fields)
+        self.calls = None
+
+    def add(self, eni_id, src, dst, sport, dport, proto, nbytes, ts, action, tcp_flags=0, **extra):
+        record = super().add(eni_id, src, dst, sport, dport, proto, nbytes, ts, action, tcp_flags, **extra)
+        if self.calls is not None:
+            self.calls.append((record, nbytes, ts, tcp_flags))
+        return record
+
+
+class _Listener:
+    """``ConnTable.listener`` of the slow path: forwards updates and removals to the engine."""
+
+    __slots__ = ("engine",)
+
+    def __init__(self, engine: "CoreEngine"):
+        self.engine = engine
+
+    def conn_updated(self, conn) -> None:
+        self.engine._touched.append(conn)
+
+    def conn_removed(self, conn) -> None:
+        self.engine._drop_entry(conn)
+
+    def __deepcopy__(self, memo):
+        return None  # explain's throwaway copy of the slow path has no fast path
+
+
+class TapOutput(Sequence):
+    """One tap's packets of a batch: a sequence of ``(index, bytes)`` in packet order, like the
+    reference's list, backed by one buffer (``buffer[offsets[i] : offsets[i] + lengths[i]]`` is
+    the packet of batch index ``index[i]``); no bytes object is made until an item is read."""
+
+    __slots__ = ("buffer", "index", "offsets", "lengths")
+
+    def __init__(self, buffer, index, offsets, lengths):
+        self.buffer = buffer
+        self.index = index
+        self.offsets = offsets
+        self.lengths = lengths
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        off = int(self.offsets[i])
+        return int(self.index[i]), self.buffer[off : off + int(self.lengths[i])].tobytes()
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"TapOutput({len(self)} packets)"
+
+
+class CoreEngine:
+    """The core backend of :class:`hyperplane.engine.Engine` (same methods as the reference
+    ``Dataplane``). ``expected_connections`` sizes the C table up front (it grows anyway)."""
+
+    def __init__(self, model, sandboxes, options, expected_connections: int = 1024):
+        dp = self.dp = Dataplane(model, sandboxes, options)
+        old = dp.flowlog
+        dp.flowlog = _RecordingAggregator(old.interval, old.account_id, old.fields)
+        dp.table.listener = _Listener(self)
+        timeouts = {Timeout(k): float(v) for k, v in options.timeouts.items()}
+        tcp_timeouts = [0.0 if key is None else timeouts[key] for key in tcpstate.TIMEOUT_KEYS]
+        udp_timeouts = [timeouts[Timeout.UDP], timeouts[Timeout.UDP], timeouts[Timeout.UDP_STREAM]]
+        self.ft = _core.FlowTable(
+            expected=max(16, int(expected_connections)), interval=old.interval, strict=bool(options.tcp_strict),
+            nat_idle=float(options.nat_idle_timeout), tcp_table=tcpstate.table_as_array(),
+            flag_class=list(tcpstate.FLAG_CLASS), aws_flags=list(AWS_TCP_FLAGS), tcp_timeouts=tcp_timeouts,
+            udp_timeouts=udp_timeouts,
+        )
+        self.ft.gen = dp.gen
+        self.interval = old.interval
+        self._idx_of: dict = {}  # Conn -> entry index
+        self._conn_of: dict[int, object] = {}  # entry index -> Conn
+        self._records: dict[int, list] = {}  # entry index -> flow-log records per kind
+        self._generation: dict[int, int] = {}  # entry index -> Conn.generation when taught
+        self._touched: list = []
+        self.learned = 0
+
+    # --- the reference's attributes ---------------------------------------------------------
+    @property
+    def model(self):
+        return self.dp.model
+
+    @property
+    def flow_log_fields(self):
+        return self.dp.flow_log_fields
+
+    @property
+    def control(self):
+        return self.dp.control
+
+    # --- state sync -------------------------------------------------------------------------
+    def _sync(self) -> None:
+        """Fold every entry the fast path changed into its Conn and flow-log records."""
+        ft = self.ft
+        if ft.dirty:
+            conn_of, records, interval = self._conn_of, self._records, self.interval
+            for (idx, state, expires, last_seen, po, pr, bo, br, fo, fr, ao, ar, eo, er, window, exchanges,
+                 last_reply, owner) in ft.fold():
+                conn = conn_of[idx]
+                conn.state = state
+                conn.expires = expires
+                conn.last_seen = last_seen
+                conn.nat_last_seen = last_seen
+                base = window * interval
+                recs = records[idx]
+                if po:
+                    conn.packets_orig += po
+                    conn.bytes_orig += bo
+                    conn.flags_orig |= fo
+                    _count(recs[_KIND_OUT], po, bo, base + eo, ao)
+                if pr:
+                    conn.packets_reply += pr
+                    conn.bytes_reply += br
+                    conn.flags_reply |= fr
+                    conn.replied = True
+                    _count(recs[owner], pr, br, base + er, ar)
+                if conn.proto == PROTO_UDP:
+                    conn.exchanges += exchanges
+                    conn._last_dir = REPLY if last_reply else ORIGINAL
+        fast = ft.take_fast_packets()
+        if fast:
+            self.dp.packets += fast
+            self.dp.forwarded += fast
+
+    def _catch_up(self) -> None:
+        """Sync, and move the slow path's clock to the last packet the fast path saw (no timer
+        of the slow path is due before it: the fast path stops at the first one)."""
+        self._sync()
+        dp = self.dp
+        if dp._now is not None and self.ft.now > dp._now:
+            dp._advance(self.ft.now)
+
+    def _drop_entry(self, conn) -> None:
+        idx = self._idx_of.pop(conn, None)
+        if idx is not None:
+            self.ft.release(idx)
+            del self._conn_of[idx], self._records[idx], self._generation[idx]
+
+    def _load(self, idx: int, conn) -> None:
+        """The slow path's view of ``conn`` into its entry."""
+        path = conn.path
+        s_ip, s_port, r_ip, r_port = conn.lambda_tuple
+        e_ip, e_port = conn.eni_tuple[0], conn.eni_tuple[1]
+        n_ip, n_port = (path.nat_addr, path.nat_port) if path.nat_fwd is not None else (0, 0)
+        self.ft.set(idx, conn.state, conn.expires, conn.last_seen, (s_ip, r_ip, e_ip, n_ip),
+                    (s_port, r_port, e_port, n_port), conn._last_dir == REPLY, path.nat_pool is not None, path.gen)
+        if self._generation[idx] != conn.generation:  # reopened: what was learned is void
+            self.ft.forget(idx)
+            self._generation[idx] = conn.generation
+
+    def _horizon(self) -> float:
+        """The earliest timer of the slow path: packets at or after it go to the slow path."""
+        dp = self.dp
+        if dp._now is None:
+            return -math.inf
+        h = math.inf
+        nxt = dp.table.next_expiry()
+        if nxt is not None:
+            h = nxt
+        if dp._nat_heap and dp._nat_heap[0][0] < h:
+            h = dp._nat_heap[0][0]
+        if dp._frag_heap and dp._frag_heap[0][0] < h:
+            h = dp._frag_heap[0][0]
+        return h
+
+    # --- the slow path ----------------------------------------------------------------------
+    def _slow(self, frame: bytes, ts: float, linktype: int) -> Result:
+        self._sync()
+        dp = self.dp
+        calls: list = []
+        dp.flowlog.calls = calls
+        self._touched = []
+        try:
+            result = dp.process(frame, ts, linktype)
+        finally:
+            dp.flowlog.calls = None
+        self.ft.now = dp._now
+        for conn in self._touched:
+            idx = self._idx_of.get(conn)
+            if idx is not None and conn.alive:
+                self._load(idx, conn)
+        self._touched = []
+        if result.verdict == Verdict.FORWARDED and not result.emitted:
+            self._learn(frame, ts, linktype, result, calls)
+        return result
+
+    def _learn(self, frame: bytes, ts: float, linktype: int, result: Result, calls: list) -> None:
+        """Teach the C table the connection of a packet the slow path forwarded (see the module
+        docstring); silently nothing when any fact is outside what the fast path reproduces."""
+        p = pk.parse(frame, linktype)
+        if not p.ok or p.version != 4 or p.fragment or p.l4 < 0 or p.proto not in (PROTO_TCP, PROTO_UDP):
+            return
+        if not ts >= 0:
+            return
+        tuple_ = (p.proto, p.src, p.sport, p.dst, p.dport)
+        if result.direction == "outbound":
+            candidates = ((K_OUT, _KIND_OUT),)
+        elif result.direction == "reply":
+            candidates = ((K_REPLY, _KIND_REPLY), (K_VPC, _KIND_VPC))
+        else:
+            return
+        dp = self.dp
+        for tag, kind in candidates:
+            conn = dp.table.get((tag,) + tuple_)
+            if conn is not None:
+                break
+        else:
+            return
+        path = conn.path
+        if (conn.version != 4 or path.gen != dp.gen or conn.last_seen != conn.nat_last_seen
+                or (path.nat_pool is not None and path.nat_expired)
+                or result.eni_id != path.eni_id or result.function != conn.function):
+            return
+        s_ip, s_port, r_ip, r_port = conn.lambda_tuple
+        e_ip, e_port, r2_ip, r2_port = conn.eni_tuple
+        if (r2_ip, r2_port) != (r_ip, r_port):
+            return
+        key = {_KIND_OUT: (s_ip, s_port, r_ip, r_port), _KIND_REPLY: (r_ip, r_port, s_ip, s_port),
+               _KIND_VPC: (r_ip, r_port, e_ip, e_port)}[kind]
+        if key != (p.src, p.sport, p.dst, p.dport):
+            return
+        second = int(ts // 1)
+        window = second // self.interval
+        for record, nbytes, t, flags in calls:
+            if nbytes != p.ip_len or t != ts or flags != p.tcp_flags or record.window != window * self.interval:
+                return
+        taps = result.taps
+        if "lambda" not in taps or any(name not in _TAP_INDEX for name in taps):
+            return
+        flags = 0
+        if "eni" in taps:
+            flags |= _core.FLOW_K_ENI
+        if "internet" in taps:
+            flags |= _core.FLOW_K_INET
+        if (path.nat_fwd if kind == _KIND_OUT else path.nat_rev) is not None:
+            flags |= _core.FLOW_K_NATRW
+        idx = self._idx_of.get(conn)
+        if idx is None:
+            idx = self.ft.alloc(conn.proto)
+            self._idx_of[conn] = idx
+            self._conn_of[idx] = conn
+            self._records[idx] = [[], [], []]
+            self._generation[idx] = conn.generation
+        self._load(idx, conn)
+        self.ft.learn(idx, kind, flags, window)
+        ip = frame[p.l3 : p.l3 + p.ip_len]
+        lam, eni, inet = self.ft.render(idx, kind, ip, p.l4 - p.l3)
+        if lam != taps["lambda"] or eni != taps.get("eni") or inet != taps.get("internet"):
+            self.ft.forget(idx, kind)
+            return
+        self._records[idx][kind] = [call[0] for call in calls]
+        self.learned += 1
+
+    # --- the API ----------------------------------------------------------------------------
+    def process(self, data, ts: float, linktype: int = pk.RAW) -> Result:
+        """One packet: the fast path when it can, else the slow path."""
+        frame = bytes(data)
+        n = len(frame)
+        out = _Outputs(1, max(n, 1))
+        stop, _ = self.ft.run(frame if n else b"\0", np.zeros(1, np.int64), np.array([n], np.int64),
+                              np.array([ts], np.float64), linktype, 0, self._horizon(), out.verdicts,
+                              out.reasons, out.bufs, out.idx, out.off, out.len, out.state)
+        if stop == 0:
+            return self._slow(frame, float(ts), linktype)
+        parsed = _core.parse(frame, linktype)
+        idx, kind = self.ft.lookup(parsed[6], parsed[7], parsed[10], parsed[11], parsed[8])
+        conn = self._conn_of[idx]
+        taps = {name: out.bufs[t][: out.state[t]].tobytes() for t, name in enumerate(TAPS) if out.state[3 + t]}
+        return Result(Verdict.FORWARDED, DropReason.NONE, None, None, taps, conn.path.eni_id, _DIRECTION[kind],
+                      conn.function)
+
+    def process_batch(self, buffer, offsets, lengths, timestamps, linktypes=None) -> BatchResult:
+        """Packets ``buffer[offsets[i] : offsets[i] + lengths[i]]`` at ``timestamps[i]``: the
+        fast loop over the batch, the slow path for each packet it stops at, in order. ``taps``
+        are :class:`TapOutput` sequences (the reference's ``(index, bytes)`` lists, buffered)."""
+        view = memoryview(buffer).cast("B")
+        offs = np.ascontiguousarray(offsets, dtype=np.int64)
+        lens = np.ascontiguousarray(lengths, dtype=np.int64)
+        stamps = np.ascontiguousarray(timestamps, dtype=np.float64)
+        n = len(offs)
+        if len(lens) != n or len(stamps) != n:
+            raise ValueError("offsets, lengths and timestamps differ in length")
+        if linktypes is None:
+            lts = pk.RAW
+        elif np.ndim(linktypes) == 0:
+            lts = int(linktypes)
+        else:
+            lts = np.ascontiguousarray(linktypes, dtype=np.int32)
+        out = _Outputs(n, int(lens.sum()) if n else 0)
+        components: list = [None] * n
+        rules: list = [None] * n
+        emitted: dict = {t: [] for t in TAPS}
+        ft = self.ft
+        i = 0
+        horizon = self._horizon()
+        while i < n:
+            i, _ = ft.run(view, offs, lens, stamps, lts, i, horizon, out.verdicts, out.reasons, out.bufs, out.idx,
+                          out.off, out.len, out.state)
+            if i >= n:
+                break
+            off = int(offs[i])
+            lt = lts if isinstance(lts, int) else int(lts[i])
+            result = self._slow(bytes(view[off : off + int(lens[i])]), float(stamps[i]), lt)
+            out.verdicts[i] = result.verdict
+            out.reasons[i] = result.reason
+            if result.reason:
+                components[i] = result.component
+                rules[i] = result.rule
+            for tap, data in result.taps.items():
+                out.append(_TAP_INDEX[tap], i, data)
+            for tap, data in result.emitted:
+                emitted[tap].append((i, data))
+            horizon = self._horizon()
+            i += 1
+        return BatchResult(out.verdicts, out.reasons, components, rules, out.taps(), emitted)
+
+    def explain(self, function: str, dst_ip, dst_port: int, proto):
+        self._catch_up()
+        return self.dp.explain(function, dst_ip, dst_port, proto)
+
+    def summary(self) -> dict:
+        self._catch_up()
+        return self.dp.summary()
+
+    def counters(self) -> dict:
+        self._catch_up()
+        return self.dp.counters()
+
+    def flow_logs(self, flush: bool = True):
+        self._catch_up()
+        records = self.dp.flow_logs(flush)
+        if flush:
+            self.ft.forget_all()  # the records the entries count into are gone
+        return records
+
+    def connections(self) -> list:
+        self._catch_up()
+        return self.dp.connections()
+
+    def update_config(self, model) -> None:
+        self._catch_up()
+        self.dp.update_config(model)
+        self.ft.gen = self.dp.gen
+
+    def core_stats(self) -> dict:
+        """Sizes of the C table and why the fast loop stopped since the last call."""
+        ft = self.ft
+        return {
+            "entries": len(ft), "keys": ft.keys, "slots": ft.slots, "capacity": ft.capacity,
+            "memory_bytes": ft.memory_bytes, "entry_bytes": _core.FLOW_ENTRY_BYTES,
+            "slot_bytes": _core.FLOW_SLOT_BYTES, "rehashes": ft.rehashes, "learned": self.learned,
+            "stops": ft.stops(),
+        }
+
+
+def _count(records, packets: int, nbytes: int, end: int, aws_flags: int) -> None:
+    for record in records:
+        record.packets += packets
+        record.bytes += nbytes
+        if end > record.end:
+            record.end = end
+        record.tcp_flags |= aws_flags
+
+
+class _Outputs:
+    """The per-batch output arrays the fast loop writes and the slow path appends to."""
+
+    __slots__ = ("verdicts", "reasons", "bufs", "idx", "off", "len", "state")
+
+    def __init__(self, n: int, capacity: int):
+        self.verdicts = np.zeros(n, np.uint8)
+        self.reasons = np.zeros(n, np.uint8)
+        self.bufs = [np.empty(capacity, np.uint8) for _ in TAPS]
+        self.idx = [np.empty(n, np.int64) for _ in TAPS]
+        self.off = [np.empty(n, np.int64) for _ in TAPS]
+        self.len = [np.empty(n, np.int64) for _ in TAPS]
+        self.state = np.zeros(6, np.int64)  # bytes used per tap, rows used per tap
+
+    def append(self, t: int, i: int, data: bytes) -> None:
+        used, rows = int(self.state[t]), int(self.state[3 + t])
+        size = len(data)
+        if used + size > len(self.bufs[t]):
+            grown = np.empty(max(2 * len(self.bufs[t]), used + size), np.uint8)
+            grown[:used] = self.bufs[t][:used]
+            self.bufs[t] = grown
+        self.bufs[t][used : used + size] = np.frombuffer(data, np.uint8)
+        self.idx[t][rows] = i
+        self.off[t][rows] = used
+        self.len[t][rows] = size
+        self.state[t] = used + size
+        self.state[3 + t] = rows + 1
+
+    def taps(self) -> dict:
+        out = {}
+        for t, name in enumerate(TAPS):
+            rows = int(self.state[3 + t])
+            out[name] = TapOutput(self.bufs[t], self.idx[t][:rows], self.off[t][:rows], self.len[t][:rows])
+        return out

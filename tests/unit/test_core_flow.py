@@ -1,0 +1,222 @@
+"""Unit tests of the C flow table (ext/hp_flow.h via hyperplane._core.FlowTable)."""
+from __future__ import annotations
+
+import ipaddress
+
+import numpy as np
+import pytest
+
+from hyperplane import checksum, tcpstate
+from hyperplane.flowlogs import AWS_TCP_FLAGS
+from hyperplane.reference.dataplane import build_packet
+
+_core = pytest.importorskip("hyperplane._core")
+if not hasattr(_core, "FlowTable"):
+    pytest.skip("this build of hyperplane._core has no FlowTable", allow_module_level=True)
+
+SANDBOX = int(ipaddress.ip_address("169.254.76.5"))
+REMOTE = int(ipaddress.ip_address("10.0.2.15"))
+ENI = int(ipaddress.ip_address("10.0.1.4"))
+NAT = int(ipaddress.ip_address("203.0.113.10"))
+OUT, REPLY, VPC = _core.FLOW_KIND_OUT, _core.FLOW_KIND_REPLY, _core.FLOW_KIND_VPC
+ES = tcpstate.TcpState.ESTABLISHED
+
+
+def table(expected=16, strict=False, interval=600):
+    return _core.FlowTable(expected=expected, interval=interval, strict=strict, nat_idle=350.0,
+                           tcp_table=tcpstate.table_as_array(), flag_class=list(tcpstate.FLAG_CLASS),
+                           aws_flags=list(AWS_TCP_FLAGS),
+                           tcp_timeouts=[0, 120, 60, 432000, 120, 60, 30, 120, 10, 120],
+                           udp_timeouts=[30, 30, 180])
+
+
+def entry(ft, sandbox_port=40000, remote=REMOTE, state=ES, expires=1000.0, last_seen=0.0, proto=6, nat=False):
+    idx = ft.alloc(proto)
+    ft.set(idx, state, expires, last_seen, (SANDBOX, remote, ENI, NAT if nat else 0),
+           (sandbox_port, 5432, 2000 + sandbox_port % 1000, 6000 if nat else 0), False, nat, ft.gen)
+    return idx
+
+
+def run(ft, frames, stamps, horizon=float("inf")):
+    n = len(frames)
+    cap = sum(len(f) for f in frames)
+    out = {"verdicts": np.zeros(n, np.uint8), "reasons": np.zeros(n, np.uint8),
+           "bufs": [np.zeros(cap, np.uint8) for _ in range(3)],
+           "idx": [np.zeros(n, np.int64) for _ in range(3)], "off": [np.zeros(n, np.int64) for _ in range(3)],
+           "len": [np.zeros(n, np.int64) for _ in range(3)], "state": np.zeros(6, np.int64)}
+    offsets = np.cumsum([0] + [len(f) for f in frames[:-1]]).astype(np.int64)
+    stop, why = ft.run(b"".join(frames), offsets, np.array([len(f) for f in frames], np.int64),
+                       np.array(stamps, np.float64), 101, 0, horizon, out["verdicts"], out["reasons"], out["bufs"],
+                       out["idx"], out["off"], out["len"], out["state"])
+    return stop, why, out
+
+
+def out_pkt(flags=0x10, sport=40000, payload=b"data"):
+    return build_packet(4, SANDBOX, REMOTE, 6, sport, 5432, flags, payload=payload)
+
+
+def test_lookup_under_each_learned_key_and_remove():
+    ft = table()
+    idx = entry(ft)
+    assert ft.lookup(SANDBOX, REMOTE, 40000, 5432, 6) is None  # nothing learned: no key yet
+    ft.learn(idx, OUT, _core.FLOW_K_ENI, 0)
+    ft.learn(idx, REPLY, _core.FLOW_K_ENI, 0)
+    ft.learn(idx, VPC, _core.FLOW_K_ENI, 0)
+    assert ft.lookup(SANDBOX, REMOTE, 40000, 5432, 6) == (idx, OUT)
+    assert ft.lookup(REMOTE, SANDBOX, 5432, 40000, 6) == (idx, REPLY)
+    assert ft.lookup(REMOTE, ENI, 5432, 2000, 6) == (idx, VPC)
+    assert ft.lookup(REMOTE, ENI, 5432, 2000, 17) is None  # protocol is part of the key
+    assert ft.keys == 3 and len(ft) == 1
+    ft.release(idx)
+    assert ft.lookup(SANDBOX, REMOTE, 40000, 5432, 6) is None
+    assert ft.keys == 0 and len(ft) == 0
+    with pytest.raises(KeyError):
+        ft.get(idx)
+
+
+def test_growth_keeps_every_key_and_removal_keeps_the_rest_reachable():
+    ft = table(expected=16)
+    slots0 = ft.slots
+    ids = []
+    for i in range(3000):
+        idx = ft.alloc(17)
+        ft.set(idx, 0, 1e9, 0.0, (SANDBOX, REMOTE + i, ENI, 0), (1000 + i % 60000, 53, 7000 + i % 50000, 0),
+               False, False, 0)
+        ft.learn(idx, OUT, 0, 0)
+        ft.learn(idx, VPC, 0, 0)
+        ids.append(idx)
+    assert ft.slots > slots0 and ft.rehashes > 0 and ft.capacity >= 3000
+    assert ft.keys <= ft.slots * 3 // 4
+    for idx in ids[::2]:
+        ft.release(idx)
+    for i, idx in enumerate(ids):
+        hit = ft.lookup(SANDBOX, REMOTE + i, 1000 + i % 60000, 53, 17)
+        vpc = ft.lookup(REMOTE + i, ENI, 53, 7000 + i % 50000, 17)
+        if i % 2 == 0:
+            assert hit is None and vpc is None
+        else:
+            assert hit == (idx, OUT) and vpc == (idx, VPC)
+    again = ft.alloc(6)  # a freed entry is reused
+    assert again in ids[::2]
+    assert ft.memory_bytes >= ft.capacity * _core.FLOW_ENTRY_BYTES + ft.slots * _core.FLOW_SLOT_BYTES
+
+
+def test_fast_path_forwards_a_learned_kind_rewrites_and_counts():
+    ft = table()
+    idx = entry(ft, nat=True)
+    ft.learn(idx, OUT, _core.FLOW_K_ENI | _core.FLOW_K_INET | _core.FLOW_K_NATRW, 0)
+    pkt = out_pkt(0x18)
+    stop, why, out = run(ft, [pkt, pkt], [10.0, 11.5])
+    assert (stop, why) == (2, "end")
+    lam = out["bufs"][0][: len(pkt)].tobytes()
+    eni = out["bufs"][1][: len(pkt)].tobytes()
+    inet = out["bufs"][2][: len(pkt)].tobytes()
+    assert lam == pkt
+    want_eni = bytearray(pkt)
+    checksum.rewrite_src(want_eni, checksum._packet.parse(pkt), ENI, 2000)
+    assert eni == bytes(want_eni) and checksum.verify(eni)
+    want_inet = bytearray(want_eni)
+    checksum.rewrite_src(want_inet, checksum._packet.parse(bytes(want_eni)), NAT, 6000)
+    assert inet == bytes(want_inet) and checksum.verify(inet)
+    assert list(out["state"]) == [2 * len(pkt)] * 3 + [2, 2, 2]
+    got = ft.get(idx)
+    assert got["packets"] == (2, 0) and got["bytes"] == (2 * len(pkt), 0) and got["tcp_flags"] == (0x18, 0)
+    assert got["expires"] == 11.5 + 432000 and got["last_seen"] == 11.5
+    rows = ft.fold()
+    assert [r[0] for r in rows] == [idx] and rows[0][4] == 2
+    assert ft.get(idx)["packets"] == (0, 0) and ft.fold() == []
+    assert ft.take_fast_packets() == 2
+
+
+@pytest.mark.parametrize("case", ["expired", "window", "generation", "unlearned", "backwards", "horizon",
+                                  "nat-idle", "reopen", "strict", "shorter-timer", "malformed", "miss"])
+def test_fast_path_stops_where_the_slow_path_must_decide(case):
+    ft = table(strict=case == "strict")
+    state = {"reopen": tcpstate.TcpState.TIME_WAIT, "strict": tcpstate.TcpState.SYN_SENT}.get(case, ES)
+    idx = entry(ft, state=state, expires=100.0 if case == "expired" else 1000.0, last_seen=5.0, nat=case == "nat-idle")
+    ft.learn(idx, OUT, 0, 0)
+    ts, flags, horizon, pkt = 50.0, 0x10, float("inf"), None
+    if case == "expired":
+        ts = 100.0
+    elif case == "window":
+        ts = 600.0  # the next 600 s flow-log window
+    elif case == "generation":
+        ft.gen = 1
+    elif case == "unlearned":
+        ft.forget(idx)
+    elif case == "backwards":
+        ft.now = 60.0
+    elif case == "horizon":
+        horizon = 50.0
+    elif case == "nat-idle":
+        ts = 355.0
+    elif case == "reopen":
+        flags = 0x02
+    elif case == "strict":
+        flags = 0x10  # ACK in SYN_SENT: invalid
+    elif case == "shorter-timer":
+        flags = 0x11  # FIN: ESTABLISHED (432000 s) -> FIN_WAIT (120 s)
+    elif case == "malformed":
+        pkt = out_pkt()[:30]
+    elif case == "miss":
+        pkt = out_pkt(sport=40001)
+    stop, why, out = run(ft, [pkt or out_pkt(flags)], [ts], horizon)
+    assert stop == 0, why
+    expected = {"generation": "generation", "malformed": "parse", "backwards": "time", "strict": "tcp",
+                "reopen": "tcp", "shorter-timer": "tcp"}.get(case, case)
+    assert why == expected
+    assert ft.get(idx)["packets"] == (0, 0) and ft.dirty == 0  # nothing changed
+
+
+def test_reply_counters_belong_to_one_reply_kind_at_a_time():
+    ft = table()
+    idx = entry(ft)
+    ft.learn(idx, REPLY, 0, 0)
+    ft.learn(idx, VPC, _core.FLOW_K_ENI, 0)  # the VPC form now owns the REPLY counters
+    sandbox_view = build_packet(4, REMOTE, SANDBOX, 6, 5432, 40000, 0x10)
+    vpc_view = build_packet(4, REMOTE, ENI, 6, 5432, 2000, 0x10)
+    stop, why, out = run(ft, [vpc_view, sandbox_view], [1.0, 2.0])
+    assert (stop, why) == (1, "unlearned")
+    lam = out["bufs"][0][: len(vpc_view)].tobytes()
+    want = bytearray(vpc_view)
+    checksum.rewrite_dst(want, checksum._packet.parse(vpc_view), SANDBOX, 40000)
+    assert lam == bytes(want)
+
+
+def test_learning_in_a_new_window_forgets_the_other_kinds():
+    ft = table()
+    idx = entry(ft)
+    ft.learn(idx, OUT, 0, 0)
+    ft.learn(idx, REPLY, 0, 1)
+    kinds = ft.get(idx)["kinds"]
+    assert kinds[OUT] & _core.FLOW_K_LEARNED == 0 and kinds[REPLY] & _core.FLOW_K_LEARNED
+    assert run(ft, [out_pkt()], [700.0])[:2] == (0, "unlearned")
+    ft.learn(idx, OUT, 0, 1)
+    assert run(ft, [out_pkt()], [700.0])[:2] == (1, "end")
+    with pytest.raises(ValueError):
+        ft.learn(idx, REPLY, 0, 1)  # fast packets counted but not folded: refused
+
+
+def test_udp_exchanges_and_stream_state():
+    ft = table()
+    idx = ft.alloc(17)
+    ft.set(idx, 0, 40.0, 10.0, (SANDBOX, REMOTE, ENI, 0), (5000, 53, 7000, 0), False, False, 0)
+    ft.learn(idx, OUT, 0, 0)
+    ft.learn(idx, REPLY, 0, 0)
+    q = build_packet(4, SANDBOX, REMOTE, 17, 5000, 53, payload=b"q")
+    a = build_packet(4, REMOTE, SANDBOX, 17, 53, 5000, payload=b"a")
+    stop, why, _ = run(ft, [a, a, q, a], [11, 12, 13, 14])
+    assert (stop, why) == (4, "end")
+    got = ft.get(idx)
+    assert got["state"] == 2 and got["exchanges"] == 2 and got["last_reply"]
+    assert got["expires"] == 14 + 180
+
+
+def test_frames_outside_the_buffer_are_refused():
+    ft = table()
+    with pytest.raises(ValueError):
+        n = 1
+        ft.run(b"abc", np.array([2], np.int64), np.array([5], np.int64), np.zeros(1), 101, 0, float("inf"),
+               np.zeros(n, np.uint8), np.zeros(n, np.uint8), [np.zeros(8, np.uint8)] * 3,
+               [np.zeros(n, np.int64)] * 3, [np.zeros(n, np.int64)] * 3, [np.zeros(n, np.int64)] * 3,
+               np.zeros(6, np.int64))
