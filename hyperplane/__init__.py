@@ -3,14 +3,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["load_vpc", "__version__"]
+__all__ = ["load_vpc", "load_vpc_documents", "Engine", "EngineOptions", "Sandbox", "__version__"]
 
 
 def __getattr__(name):  # lazy: importing the package stays cheap and never needs the extension
-    if name == "load_vpc":
-        from hyperplane.vpc.loader import load_vpc
+    if name in ("load_vpc", "load_vpc_documents"):
+        import hyperplane.vpc.loader as loader
 
-        return load_vpc
+        return getattr(loader, name)
     if name in ("Engine", "EngineOptions", "Sandbox"):
         import hyperplane.engine as engine
 

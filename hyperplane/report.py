@@ -62,7 +62,7 @@ def print_trace(trace, console: Optional[Console] = None) -> None:
                       hop.detail)
     con.print(table)
     if trace.reachable:
-        con.print(f"[green bold]reachable[/]: the request and its reply both pass")
+        con.print("[green bold]reachable[/]: the request and its reply both pass")
         return
     rule = f", rule {trace.rule}" if trace.rule is not None else ""
     code = f" ({trace.explanation_code})" if trace.explanation_code else ""

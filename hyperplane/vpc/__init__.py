@@ -3,10 +3,10 @@ queries the dataplane asks of them, and the flat tables compiled for the core.""
 from __future__ import annotations
 
 from hyperplane.vpc.errors import ConfigError, ConfigWarning
-from hyperplane.vpc.loader import load_vpc
+from hyperplane.vpc.loader import load_vpc, load_vpc_documents
 from hyperplane.vpc.model import VpcModel
 
-__all__ = ["load_vpc", "ConfigError", "ConfigWarning", "VpcModel", "compile_model", "EXAMPLE_VPC"]
+__all__ = ["load_vpc", "load_vpc_documents", "ConfigError", "ConfigWarning", "VpcModel", "compile_model", "EXAMPLE_VPC"]
 
 
 def __getattr__(name):  # numpy is imported only by those who compile

@@ -52,7 +52,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import yaml
 
@@ -140,6 +140,26 @@ def load_vpc(*paths: str | os.PathLike) -> VpcModel:
         raise ConfigError("", "", "no VPC configuration given (a JSON/YAML file or folder is needed)")
     documents = [_read_document(file) for file in _expand_paths(paths)]
     model = _Builder(documents).build()
+    for message in model.warnings:
+        warnings.warn(message, ConfigWarning, stacklevel=2)
+    return model
+
+
+def load_vpc_documents(*documents: Mapping, names: Optional[Sequence[str]] = None) -> VpcModel:
+    """:func:`load_vpc` for documents already in memory: dicts holding AWS API responses under
+    their top-level keys (what ``json.load`` of an ``aws ec2 describe-*`` output gives). Errors
+    name the document as ``<document N>`` (or the given ``names``) and the JSON path."""
+    if not documents:
+        raise ConfigError("", "", "no VPC configuration given (at least one document is needed)")
+    if names is not None and len(names) != len(documents):
+        raise ValueError("names must give one name per document")
+    nodes = []
+    for i, doc in enumerate(documents):
+        name = names[i] if names is not None else f"<document {i}>"
+        if not isinstance(doc, Mapping):
+            raise ConfigError(name, "", f"expected an object of AWS responses (Vpcs, Subnets, ...), got {describe(doc)}")
+        nodes.append(Node(dict(doc), name))
+    model = _Builder(nodes).build()
     for message in model.warnings:
         warnings.warn(message, ConfigWarning, stacklevel=2)
     return model
