@@ -143,7 +143,7 @@ class CoreEngine:
         self._idx_of: dict = {}  # Conn -> entry index
         self._conn_of: dict[int, object] = {}  # entry index -> Conn
         self._records: dict[int, list] = {}  # entry index -> flow-log records per kind
-        self._generation: dict[int, int] = {}  # entry index -> Conn.generation when taught
+        self._generation: dict[int, tuple] = {}  # entry index -> (Conn.generation, Path.gen) when taught
         self._touched: list = []
         self.learned = 0
 
@@ -216,9 +216,12 @@ class CoreEngine:
         n_ip, n_port = (path.nat_addr, path.nat_port) if path.nat_fwd is not None else (0, 0)
         self.ft.set(idx, conn.state, conn.expires, conn.last_seen, (s_ip, r_ip, e_ip, n_ip),
                     (s_port, r_port, e_port, n_port), conn._last_dir == REPLY, path.nat_pool is not None, path.gen)
-        if self._generation[idx] != conn.generation:  # reopened: what was learned is void
+        # Reopened, or re-planned under a newer configuration: every key kind learned before was
+        # decided under the old facts, so all of them are void (not only the one re-taught now).
+        taught = (conn.generation, path.gen)
+        if self._generation[idx] != taught:
             self.ft.forget(idx)
-            self._generation[idx] = conn.generation
+            self._generation[idx] = taught
 
     def _horizon(self) -> float:
         """The earliest timer of the slow path: packets at or after it go to the slow path."""
@@ -312,7 +315,7 @@ class CoreEngine:
             self._idx_of[conn] = idx
             self._conn_of[idx] = conn
             self._records[idx] = [[], [], []]
-            self._generation[idx] = conn.generation
+            self._generation[idx] = (conn.generation, path.gen)
         self._load(idx, conn)
         self.ft.learn(idx, kind, flags, window)
         ip = frame[p.l3 : p.l3 + p.ip_len]
