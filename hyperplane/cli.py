@@ -9,20 +9,11 @@ import sys
 import click
 
 from hyperplane import __version__
+from hyperplane.errors import CaptureError, UserError
+
+__all__ = ["main", "UserError", "CaptureError"]
 
 COMMANDS = ("replay", "explain", "enis", "inspect", "demo", "bench")
-
-
-class UserError(click.ClickException):
-    """A mistake in the user's input: printed as one line, exit status 2."""
-
-    exit_code = 2
-
-
-class CaptureError(click.ClickException):
-    """A capture that cannot be read at all: exit status 3."""
-
-    exit_code = 3
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,13 +23,7 @@ def main() -> None:
 
 
 for _name in COMMANDS:
-    try:
-        _mod = importlib.import_module(f"hyperplane.commands.{_name}")
-    except ModuleNotFoundError as exc:  # a command not built yet
-        if exc.name != f"hyperplane.commands.{_name}":
-            raise
-        continue
-    main.add_command(_mod.command, _name)
+    main.add_command(importlib.import_module(f"hyperplane.commands.{_name}").command, _name)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,7 @@ from typing import Iterable, Sequence
 
 import click
 
-from hyperplane.cli import UserError
+from hyperplane.errors import UserError
 
 
 def load_model(paths: Sequence[str]):

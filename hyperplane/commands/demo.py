@@ -16,7 +16,7 @@ import click
 import yaml
 from rich.console import Console
 
-from hyperplane.cli import UserError
+from hyperplane.errors import UserError
 
 
 def demo_dir() -> str:

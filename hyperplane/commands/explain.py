@@ -6,7 +6,7 @@ import json
 
 import click
 
-from hyperplane.cli import UserError
+from hyperplane.errors import UserError
 from hyperplane.commands.common import load_model, parse_sandboxes
 
 

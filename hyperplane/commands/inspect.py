@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from hyperplane.cli import UserError
+from hyperplane.errors import UserError
 from hyperplane.vpc import example_vpc_path
 from hyperplane.vpc.errors import ConfigError, ConfigWarning
 from hyperplane.vpc.loader import load_vpc

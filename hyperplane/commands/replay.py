@@ -2,13 +2,12 @@
 summary (DESIGN §4 is the contract: flags, file formats, reason strings, exit statuses)."""
 from __future__ import annotations
 
-import json
 import sys
-from typing import Optional
+import warnings
 
 import click
 
-from hyperplane.cli import CaptureError, UserError
+from hyperplane.errors import CaptureError, UserError
 from hyperplane.commands.common import load_model, parse_port_range, parse_sandboxes, parse_taps
 from hyperplane.limits import ENI_CAPACITY, FLOW_LOG_INTERVAL
 
@@ -52,14 +51,20 @@ def command(capture, vpc_paths, sandbox_specs, tap_specs, drops_path, flow_logs_
         backend=backend,
         progress=sys.stderr.isatty(),
     )
-    from hyperplane.io import CaptureFormatError
+    from hyperplane.io import CaptureFormatError, CaptureTruncatedWarning
 
-    try:
-        summary = run_replay(config)
-    except CaptureFormatError as err:
-        raise CaptureError(str(err)) from None
-    except OSError as err:
-        raise UserError(f"{err.filename}: {err.strerror}") from None
+    # A truncated capture is a result, not an error: one "warning: ..." line (the reader's message
+    # names the file and the byte offset), never Python's warning format with a source line.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CaptureTruncatedWarning)
+        try:
+            summary = run_replay(config)
+        except CaptureFormatError as err:
+            raise CaptureError(str(err)) from None
+        except OSError as err:
+            raise UserError(f"{err.filename}: {err.strerror}") from None
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
     if not quiet:
         from hyperplane.report import print_summary
 
