@@ -170,6 +170,10 @@ class FlowRecord:
 
     def format(self, fields: Sequence[str] = V2_FIELDS) -> str:
         """The record as one line of the given format (space-separated, no newline)."""
+        if fields is V2_FIELDS or tuple(fields) == V2_FIELDS:  # the default format: one f-string
+            return (f"2 {self.account_id or '-'} {self.interface_id} {self.srcaddr} {self.dstaddr} "
+                    f"{self.srcport} {self.dstport} {self.protocol} {self.packets} {self.bytes} "
+                    f"{self.start} {self.end} {self.action} {self.log_status}")
         version = format_version(fields)
         return " ".join(self.value(f, version) for f in fields)
 

@@ -215,3 +215,14 @@ def test_record_repr_is_the_default_line():
     record = FlowRecord("1", "eni-1", "10.0.0.1", "10.0.0.2", 1, 2, 6, T0, "ACCEPT", T0)
     record.packets, record.bytes = 1, 40
     assert record.format() == f"2 1 eni-1 10.0.0.1 10.0.0.2 1 2 6 1 40 {T0} {T0} ACCEPT OK"
+
+
+def test_default_format_fast_path_equals_the_field_by_field_format():
+    from hyperplane.flowlogs import FlowLogAggregator, V2_FIELDS
+
+    agg = FlowLogAggregator(interval=60, account_id="111122223333")
+    agg.add("eni-1", "10.0.1.5", "10.0.3.10", 40000, 5432, 6, 60, 1_700_000_000.5, "ACCEPT", tcp_flags=2)
+    agg.add("eni-1", "2600:1f18::5", "2600:1f18::9", 40000, 443, 6, 80, 1_700_000_001.0, "REJECT")
+    for record in agg.flush():
+        slow = " ".join(record.value(f, 2) for f in V2_FIELDS)
+        assert record.format() == record.format(list(V2_FIELDS)) == slow
