@@ -7,7 +7,8 @@ Hyperplane ENI gets the router's SNAT address, 10.0.1.4, and the same port range
 compare:
 
 * the sequence of TCP conntrack states of every connection: handshake, client close,
-  half-close, server close, RST, a refused SYN, TIME_WAIT reuse, three parallel connections;
+  half-close, server close, RST, a refused SYN, TIME_WAIT reuse, three parallel connections, a
+  retransmitted SYN (the server's namespace drops the first SYN to port 5434);
 * one NAT mapping per connection on both sides, every port inside the range;
 * no post-NAT tuple shared by two live connections, on either side.
 
@@ -34,7 +35,8 @@ pytestmark = [pytest.mark.peer,
 
 def vpc_document() -> dict:
     """The VPC matching the lab: the function in 10.0.1.0/24 (its ENI takes 10.0.1.4), the
-    server at 10.0.2.10 admitting the function's group on 5432-5433, default ACL."""
+    server at 10.0.2.10 admitting the function's group on TCP 5432-5434 and UDP 7000-7002
+    (test_kernel_peer_udp), default ACL."""
     return {
         "Vpcs": [{"VpcId": "vpc-peer", "CidrBlock": "10.0.0.0/16", "OwnerId": "123456789012"}],
         "Subnets": [{"SubnetId": "subnet-fn", "VpcId": "vpc-peer", "CidrBlock": "10.0.1.0/24"},
@@ -43,7 +45,9 @@ def vpc_document() -> dict:
             {"GroupId": "sg-fn", "VpcId": "vpc-peer", "IpPermissions": [],
              "IpPermissionsEgress": [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]},
             {"GroupId": "sg-srv", "VpcId": "vpc-peer", "IpPermissionsEgress": [],
-             "IpPermissions": [{"IpProtocol": "tcp", "FromPort": L.SERVER_PORT, "ToPort": L.CLOSED_PORT,
+             "IpPermissions": [{"IpProtocol": "tcp", "FromPort": L.SERVER_PORT, "ToPort": L.RETRANS_PORT,
+                                "UserIdGroupPairs": [{"GroupId": "sg-fn"}]},
+                               {"IpProtocol": "udp", "FromPort": L.UDP_PORT, "ToPort": L.PROBE_PORT,
                                 "UserIdGroupPairs": [{"GroupId": "sg-fn"}]}]},
         ],
         "NetworkInterfaces": [{"NetworkInterfaceId": "eni-srv", "VpcId": "vpc-peer", "SubnetId": "subnet-srv",
@@ -74,6 +78,7 @@ def ours(recorded):
 
     engine = engine_for(load_documents(vpc_document()), {"169.254.76.0/24": "peer-fn"}, port_range=L.PORTS)
     states, ports, clashes, verdicts = defaultdict(list), defaultdict(set), [], []
+    packets, generations = defaultdict(list), defaultdict(set)
     for _index, frame, ts, linktype in iter_packets(recorded.capture):
         p = parse(frame, linktype)
         result = engine.process(frame, ts, linktype)
@@ -81,12 +86,15 @@ def ours(recorded):
         key = (p.sport, p.dport) if p.src == int(ipaddress.ip_address(L.CLIENT_IP)) else (p.dport, p.sport)
         conn = next((c for c in engine.connections() if (c.lambda_tuple[1], c.lambda_tuple[3]) == key), None)
         states[key].append(conn.state_name() if conn is not None else "NONE")
+        packets[key].append((ts, p.tcp_flags, p.src == int(ipaddress.ip_address(L.CLIENT_IP))))
         if conn is not None:
             ports[key].add(conn.eni_tuple[1])
+            generations[key].add(conn.generation)
         live = [(c.eni_id, c.proto, c.eni_tuple) for c in engine.connections()]
         if len(live) != len(set(live)):
             clashes.append(live)
-    return {"states": states, "ports": ports, "clashes": clashes, "results": verdicts}
+    return {"states": states, "ports": ports, "clashes": clashes, "results": verdicts, "packets": packets,
+            "generations": generations}
 
 
 def collapse(seq):
@@ -110,6 +118,7 @@ def test_the_sessions_really_ran(recorded):
     answers = json.loads(recorded.client_output.strip().splitlines()[-1])
     assert answers["close:40001"] == "answer" and answers["half-close:40002"] == "late answer"
     assert answers["refused:40005"] == "refused" and len([k for k in answers if k.startswith("parallel")]) == 3
+    assert answers["close:40020"] == "answer"
     assert recorded.events, "conntrack -E recorded nothing"
 
 
@@ -126,6 +135,8 @@ EXPECTED = {
     (40003, 5432): ["SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "LAST_ACK", "TIME_WAIT",
                     "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "LAST_ACK", "TIME_WAIT"],
     (40005, 5433): ["SYN_SENT", "CLOSE"],  # refused: SYN answered by RST
+    # retransmitted SYN: the second SYN leaves the connection in SYN_SENT on both sides
+    (40020, L.RETRANS_PORT): ["SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "LAST_ACK", "TIME_WAIT"],
 }
 
 
@@ -172,3 +183,31 @@ def test_no_post_nat_tuple_is_shared_by_live_connections(recorded, ours):
     assert not ours["clashes"]
     parallel = [ours["ports"][(40010 + i, 5432)] for i in range(3)]
     assert len(set().union(*parallel)) == 3, "three live connections to one destination need three ports"
+
+
+SYN, ACK = 0x02, 0x10
+
+
+def test_a_retransmitted_syn_keeps_one_connection_in_syn_sent(recorded, ours):
+    """The server's namespace drops the first SYN to 5434; the client's kernel sends it again
+    after its 1 s initial RTO. The kernel keeps the entry the first SYN created (one NEW, no
+    event for the retransmission: SYN in SYN_SENT stays SYN_SENT, nf_conntrack_proto_tcp.c,
+    AWS-FACTS 10); so do we: one connection, generation 0, one VPC-side port, SYN_SENT after
+    both SYNs (docs/conntrack.md, ORIGINAL SYN row)."""
+    key = (40020, L.RETRANS_PORT)
+    syns = [i for i, (_ts, flags, outbound) in enumerate(ours["packets"][key]) if outbound and flags & (SYN | ACK) == SYN]
+    assert len(syns) == 2, f"expected the SYN and one retransmission in the capture, saw {len(syns)}"
+    first_ts, second_ts = ours["packets"][key][syns[0]][0], ours["packets"][key][syns[1]][0]
+    assert second_ts - first_ts >= 0.5, "the second SYN is a retransmission after the RTO"
+    assert syns == [0, 1], "nothing of this connection came between the two SYNs"
+
+    events = [e for e in recorded.events if (e["sport"], e["dport"]) == key]
+    assert [e["kind"] for e in events].count("NEW") == 1
+    assert events[0]["kind"] == "NEW" and events[0]["state"] == "SYN_SENT"
+    assert events[0]["ts"] < second_ts, "the kernel's entry dates from the first SYN"
+    assert events[1]["state"] == "SYN_RECV", "no event between NEW SYN_SENT and the SYN-ACK"
+    assert len({(e["rdst"], e["rdport"]) for e in events}) == 1
+
+    assert ours["states"][key][:2] == ["SYN_SENT", "SYN_SENT"]
+    assert ours["generations"][key] == {0}, "the retransmitted SYN must not reopen the connection"
+    assert len(ours["ports"][key]) == 1
