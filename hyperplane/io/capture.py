@@ -8,6 +8,14 @@ offsets). Only the per-packet arrays are built per batch, vectorised with numpy 
 positions the scan loop collects, so memory use depends on the chunk and batch sizes, never on the
 file size.
 
+The record walk is compiled when ``hyperplane._core`` has the scanners of ``ext/scan.pxi``
+(``scan_pcap``, ``scan_pcapng``: classic pcap records, and runs of pcapng Enhanced and Simple Packet
+Blocks, filled into numpy arrays without the GIL; ``read_window``: the file's data read straight
+into the new window). Otherwise the pure-Python loops below do the same walk; both give identical
+batches (tests/unit/test_io_scan.py). The scanners only report where they stopped and why: every
+decision (truncation, corruption messages, pcapng sections, interfaces, timestamp resolutions, every
+other block type) stays here.
+
 Formats:
 
 * classic pcap: magic ``a1b2c3d4`` (microseconds) or ``a1b23c4d`` (nanoseconds), either byte order,
@@ -31,6 +39,13 @@ from typing import BinaryIO, Iterator, Optional, Union
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+try:  # the compiled record scanners (ext/scan.pxi); the pure-Python loops below are their twins
+    from hyperplane import _core as _native
+    if not all(hasattr(_native, name) for name in ("scan_pcap", "scan_pcapng")):
+        _native = None
+except ImportError:  # pragma: no cover - the package works without the extension
+    _native = None
 
 __all__ = [
     "Batch",
@@ -186,6 +201,22 @@ def _ns_to_seconds(ts_ns: np.ndarray) -> np.ndarray:
     return (ts_ns // _NS).astype(np.float64) + (ts_ns % _NS).astype(np.float64) * 1e-9
 
 
+_SCAN_FULL = 1  # = _core.SCAN_FULL; the other stops: 0 end of data, 2 corrupt length, 3 not judged
+_SCAN_CORRUPT = 2
+
+
+def _run_size(buf: bytes, pos: int, limit: int, smallest: int) -> int:
+    """Entries to allocate for a compiled scan: ``limit``, or fewer when the window cannot hold that
+    many records of at least ``smallest`` bytes."""
+    return max(0, min(limit, (len(buf) - pos) // smallest + 1))
+
+
+def _run_arrays(size: int, ts_dtype=np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Output arrays of a compiled scan: offsets int64, captured lengths int32, wire lengths int64,
+    timestamps (``ts_dtype``)."""
+    return np.empty(size, np.int64), np.empty(size, np.int32), np.empty(size, np.int64), np.empty(size, ts_dtype)
+
+
 def _rows(buf: bytes, starts: np.ndarray, width: int) -> np.ndarray:
     """``(len(starts), width)`` uint8 copy of ``buf[s : s + width]`` for each start: one gather."""
     return sliding_window_view(np.frombuffer(buf, dtype=np.uint8), width)[starts]
@@ -204,15 +235,25 @@ class _Window:
         self.buf = b""
         self.base = 0  # file offset of buf[0]
         self.eof = False
+        self._readinto = callable(getattr(fileobj, "readinto", None))
 
     def fill(self, pos: int, need: int) -> int:
         """Drop ``buf[:pos]`` and read until at least ``need`` bytes are in the window (or EOF).
 
         Returns how many bytes were added; the window then starts at the old ``pos``.
         """
+        rest_len = len(self.buf) - pos
+        # windows of one size (the chunk) while records are small: the allocator then reuses the
+        # freed window's memory instead of mapping (and page-faulting) fresh pages every time
+        want = max(self._chunk - rest_len, need - rest_len, self._chunk // 2)
+        direct = getattr(_native, "read_window", None) if self._readinto else None
+        if direct is not None and not self.eof:  # the file's data lands in the new window: no join
+            rest = memoryview(self.buf)[pos:]
+            self.base += pos  # first, as below: a read error then names the same offset
+            self.buf, got, self.eof = direct(self._file, rest, want)
+            return got
         rest = self.buf[pos:] if pos else self.buf
         self.base += pos
-        want = max(self._chunk, need - len(rest))
         pieces = [rest] if rest else []
         got = 0
         while got < want and not self.eof:
@@ -260,6 +301,8 @@ class _PcapScanner:
         Returns ``(pos, need)``: ``need == 0`` when ``limit`` records were collected, else the number
         of bytes the next record needs from ``pos`` (more than the window holds).
         """
+        if _native is not None:
+            return self._scan_native(buf, pos, limit, acc)
         end = len(buf)
         caplen_at = self._caplen
         positions: list[int] = []
@@ -288,6 +331,20 @@ class _PcapScanner:
         if need > 16 + MAX_RECORD_LENGTH:
             raise _Corrupt(pos, f"packet record length {need - 16} is larger than {MAX_RECORD_LENGTH}")
         return pos, need
+
+    def _scan_native(self, buf: bytes, pos: int, limit: int, acc: _BatchBuilder) -> tuple[int, int]:
+        """``scan`` with the compiled walker (``_core.scan_pcap``): same records, same answers."""
+        size = _run_size(buf, pos, limit, 16)
+        offsets, caplens, wire, ts_ns = _run_arrays(size)
+        n, pos, status, value = _native.scan_pcap(buf, pos, size, self.endian == ">", self._frac_ns,
+                                                  offsets, caplens, wire, ts_ns)
+        if n:
+            acc.add_run(offsets[:n], caplens[:n], wire[:n], ts_ns[:n], np.full(n, self.linktype, np.int32))
+        if status == _SCAN_CORRUPT:
+            raise _Corrupt(pos, f"packet record length {value} is larger than {MAX_RECORD_LENGTH}")
+        if status == _SCAN_FULL:
+            return pos, 0
+        return pos, value
 
     def _emit(self, buf: bytes, positions: list[int], acc: _BatchBuilder) -> None:
         starts = np.array(positions, dtype=np.int64)
@@ -428,7 +485,10 @@ class _PcapngScanner:
         """Same contract as ``_PcapScanner.scan``; raises ``_Corrupt`` at a nonsense block."""
         end = len(buf)
         while acc.count < limit:
-            pos = self._scan_epb_run(buf, pos, limit - acc.count, acc)
+            if _native is not None:
+                pos = self._scan_run_native(buf, pos, limit - acc.count, acc)
+            else:
+                pos = self._scan_epb_run(buf, pos, limit - acc.count, acc)
             if acc.count >= limit:
                 break
             if pos + 12 > end:
@@ -505,6 +565,51 @@ class _PcapngScanner:
         self.last_ts = (int(ts_ns[-1]), float(seconds[-1]) if seconds is not None else None)
         acc.add_run(starts + 28, caplen, fields[:, 5].astype(np.int64), ts_ns, self._lt_table[iface], seconds)
         return pos
+
+    def _scan_run_native(self, buf: bytes, pos: int, limit: int, acc: _BatchBuilder) -> int:
+        """Collect consecutive, valid EPBs and SPBs with the compiled walker (``_core.scan_pcapng``);
+        it stops at the first block it does not judge alone, which the slow path then reads."""
+        size = _run_size(buf, pos, limit, 16)
+        offsets, caplens, wire, units = _run_arrays(size, np.uint64)
+        iface = np.empty(size, np.int32)
+        snaplen = self.interfaces[0].snaplen if self.interfaces else 0
+        n, pos, _status, _value = _native.scan_pcapng(buf, pos, size, self.endian == ">", len(self.interfaces),
+                                                      snaplen, offsets, caplens, wire, units, iface)
+        if not n:
+            return pos
+        units, iface = units[:n], iface[:n]
+        simple = iface < 0  # Simple Packet Blocks: interface 0, the previous packet's time
+        if not simple.any():
+            ts_ns, seconds = self._convert(units, iface)
+            linktypes = self._lt_table[iface]
+        else:
+            ts_ns, seconds = self._simple_times(units, iface, simple)
+            linktypes = self._lt_table[np.where(simple, 0, iface)]
+        self.last_ts = (int(ts_ns[-1]), float(seconds[-1]) if seconds is not None else None)
+        acc.add_run(offsets[:n], caplens[:n], wire[:n], ts_ns, linktypes, seconds)
+        return pos
+
+    def _simple_times(self, units: np.ndarray, iface: np.ndarray, simple: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Times of a run with SPBs: each SPB takes the previous packet's (``last_ts`` before the run)."""
+        n = len(units)
+        ts_ns = np.empty(n, np.int64)
+        seconds = np.empty(n, np.float64)
+        enhanced = ~simple
+        if enhanced.any():
+            part_ns, part_s = self._convert(units[enhanced], iface[enhanced])
+            ts_ns[enhanced] = part_ns
+            seconds[enhanced] = _ns_to_seconds(part_ns) if part_s is None else part_s
+        source = np.where(enhanced, np.arange(n), -1)
+        np.maximum.accumulate(source, out=source)  # the latest EPB at or before each packet
+        filled = simple & (source >= 0)
+        ts_ns[filled] = ts_ns[source[filled]]
+        seconds[filled] = seconds[source[filled]]
+        lead = source < 0  # SPBs before the run's first EPB
+        if lead.any():
+            ns, secs = self.last_ts
+            ts_ns[lead] = ns
+            seconds[lead] = ns // _NS + (ns % _NS) * 1e-9 if secs is None else secs
+        return ts_ns, seconds
 
     def _convert(self, units: np.ndarray, iface: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
         if self._uniform is not None:

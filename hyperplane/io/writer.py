@@ -5,8 +5,10 @@
 each packet. Both take a timestamp as float seconds (``ts``) or exact integer nanoseconds
 (``ts_ns``), keep records in memory until about ``buffer_size`` bytes are pending, and write them
 with one call. ``write(data, ...)`` adds one packet; ``write_many(buffer, offsets, lengths, ...)`` and
-``write_batch(batch)`` add a whole batch (one buffer plus arrays) with the record headers built by
-numpy and one join. ``open_writer(path)`` picks the format from the file name.
+``write_batch(batch)`` add a whole batch (one buffer plus arrays): the record headers are built by
+numpy and the records are assembled in one allocation by ``hyperplane._core.capture_records`` when
+the extension has it, else by one join (same bytes). ``open_writer(path)`` picks the format from the
+file name.
 """
 from __future__ import annotations
 
@@ -16,6 +18,13 @@ import struct
 from typing import BinaryIO, Optional, Sequence, Union
 
 import numpy as np
+
+try:  # the compiled record builder (ext/scan.pxi); the join below is its pure-Python twin
+    from hyperplane import _core as _native
+    if not hasattr(_native, "capture_records"):
+        _native = None
+except ImportError:  # pragma: no cover - the package works without the extension
+    _native = None
 
 __all__ = ["PcapWriter", "PcapngWriter", "open_writer", "DEFAULT_SNAPLEN", "LINKTYPE_RAW"]
 
@@ -81,6 +90,7 @@ class _Writer:
         self.closed = False
 
     def _put(self, *pieces: bytes) -> None:
+        """Queue pieces (owned bytes: the caller's buffers may change after the call)."""
         self._pending.extend(pieces)
         self._pending_bytes += sum(len(p) for p in pieces)
         if self._pending_bytes >= self._buffer_size:
@@ -115,19 +125,44 @@ class _Writer:
         caplen = np.minimum(lengths, snaplen) if snaplen else lengths
         return caplen, wire
 
-    def _put_interleaved(self, heads: bytes, width: int, buffer: bytes, offsets, caplen: np.ndarray,
-                         tails: Optional[list[bytes]] = None) -> None:
-        """Queue records made of fixed-width heads (one bytes of ``width`` each), packet data from
-        ``buffer`` and, for pcapng, tails (padding, options, trailer), joined in one copy."""
-        starts = np.asarray(offsets, dtype=np.int64)
+    def _put_records(self, buffer, offsets, caplen: np.ndarray, heads: np.ndarray, pcapng: bool = False,
+                     options: Optional[tuple[bytes, np.ndarray, np.ndarray]] = None) -> None:
+        """Queue the records of a batch, as one bytes: ``heads[i]`` (a row of 16 or 28 bytes), the
+        packet's ``caplen[i]`` bytes from ``buffer`` at ``offsets[i]`` and, for pcapng, zero padding
+        to 4 bytes, the packet's options (``blob[start[i] : start[i] + length[i]]`` of ``options``)
+        and the block trailer (the length, ``heads[i][4:8]``)."""
+        data = _byte_view(buffer)
+        starts = np.ascontiguousarray(offsets, dtype=np.int64)
+        caplen = np.ascontiguousarray(caplen, dtype=np.int64)
+        n = len(starts)
+        if n != len(caplen):
+            raise ValueError(f"{len(caplen)} lengths for {n} packets")
+        if n and (starts.min() < 0 or (starts + caplen).max() > len(data)):
+            i = int(np.argmax((starts < 0) | (starts + caplen > len(data))))
+            raise ValueError(f"packet {i} ({int(caplen[i])} bytes at offset {int(starts[i])}) is outside the "
+                             f"{len(data)}-byte buffer")
+        heads = np.ascontiguousarray(heads)
+        heads = heads.view(np.uint8).reshape(n, heads.itemsize * (heads.size // n if n else heads.shape[-1]))
+        blob, opt_start, opt_len = options if options is not None else (None, None, None)
+        if _native is not None:
+            self._put(_native.capture_records(data, starts, caplen, heads, pcapng, blob, opt_start, opt_len))
+            return
+        # the pure-Python twin: a list of pieces, joined once
         ends = (starts + caplen).tolist()
-        n = len(ends)
-        step = 2 if tails is None else 3
+        head_bytes = heads.tobytes()
+        width = heads.shape[1]
+        step = 3 if pcapng else 2
         pieces: list = [b""] * (step * n)
-        pieces[0::step] = [heads[i:i + width] for i in range(0, width * n, width)]
-        pieces[1::step] = [buffer[a:b] for a, b in zip(starts.tolist(), ends)]
-        if tails is not None:
-            pieces[2::step] = tails
+        pieces[0::step] = [head_bytes[i:i + width] for i in range(0, width * n, width)]
+        pieces[1::step] = [data[a:b] for a, b in zip(starts.tolist(), ends)]
+        if pcapng:
+            trailers = heads[:, 4:8].tobytes()  # each block's length again
+            pads = (caplen % 4).tolist()
+            if options is None:
+                pieces[2::step] = [_PAD[r] + trailers[j:j + 4] for j, r in zip(range(0, 4 * n, 4), pads)]
+            else:
+                pieces[2::step] = [_PAD[r] + blob[a:a + k] + trailers[j:j + 4] for j, r, a, k in
+                                   zip(range(0, 4 * n, 4), pads, opt_start.tolist(), opt_len.tolist())]
         self._put(b"".join(pieces))
 
     def write_batch(self, batch, comments: Optional[Sequence[Optional[str]]] = None) -> None:
@@ -139,8 +174,13 @@ class _Writer:
 
     def flush(self) -> None:
         """Write the pending records to the file."""
-        if self._pending:
-            self._file.write(b"".join(self._pending))
+        pending = self._pending
+        if pending:
+            if len(pending) <= 4:  # a few large pieces (write_many's records): no join copy
+                for piece in pending:
+                    self._file.write(piece)
+            else:
+                self._file.write(b"".join(pending))
             self._pending = []
             self._pending_bytes = 0
         self._file.flush()
@@ -227,7 +267,7 @@ class PcapWriter(_Writer):
             raise ValueError("a timestamp is outside the pcap range (0 .. 2**32-1 seconds)")
         head = np.empty((n, 4), "<u4")
         head[:, 0], head[:, 1], head[:, 2], head[:, 3] = sec, frac, caplen, wire
-        self._put_interleaved(head.tobytes(), 16, buffer, offsets, caplen)
+        self._put_records(buffer, offsets, caplen, head)
         self.packets_written += n
 
 
@@ -303,21 +343,44 @@ class PcapngWriter(_Writer):
             raise ValueError("a timestamp is negative, which pcapng cannot store")
         if comments is not None and len(comments) != n:
             raise ValueError(f"{len(comments)} comments for {n} packets")
-        options = [self._comment_option(c) if c else b"" for c in comments] if comments is not None else None
-        padded = caplen + (-caplen % 4)
-        total = 32 + padded + (np.array([len(o) for o in options], np.int64) if options is not None else 0)
+        options = self._options_many(comments) if comments is not None else None
+        total = 32 + caplen + (-caplen % 4)
+        if options is not None:
+            total = total + options[2]
         head = np.empty((n, 7), "<u4")
         head[:, 0], head[:, 1], head[:, 2] = 0x00000006, total, 0
         head[:, 3], head[:, 4] = units >> 32, units & _UINT32_MAX
         head[:, 5], head[:, 6] = caplen, wire
-        trailers = total.astype("<u4").tobytes() if n else b""
-        pads = (caplen % 4).tolist()
-        if options is None:
-            tails = [_PAD[r] + trailers[4 * i:4 * i + 4] for i, r in enumerate(pads)]
-        else:
-            tails = [_PAD[r] + o + trailers[4 * i:4 * i + 4] for i, (r, o) in enumerate(zip(pads, options))]
-        self._put_interleaved(head.tobytes(), 28, buffer, offsets, caplen, tails)
+        self._put_records(buffer, offsets, caplen, head, pcapng=True, options=options)
         self.packets_written += n
+
+    def _options_many(self, comments: Sequence[Optional[str]]) -> Optional[tuple[bytes, np.ndarray, np.ndarray]]:
+        """``(blob, start, length)``: each distinct comment encoded once in ``blob``, and where each
+        packet's options are in it (length 0 for a packet without a comment); None when no packet
+        has one."""
+        codes: dict = {}
+        setdefault = codes.setdefault
+        ids = [setdefault(c, len(codes)) if c else -1 for c in comments]
+        if not codes:
+            return None
+        encoded = [self._comment_option(c) for c in codes]
+        lengths = np.zeros(len(encoded) + 1, np.int64)  # the last entry: no options
+        lengths[:-1] = [len(e) for e in encoded]
+        starts = np.zeros(len(encoded) + 1, np.int64)
+        np.cumsum(lengths[:-2], out=starts[1:-1])
+        index = np.array(ids, np.int64)  # -1 picks the last entry
+        return b"".join(encoded), starts[index], lengths[index]
+
+
+def _byte_view(buffer):
+    """``buffer`` as a flat sequence of bytes (bytes and bytearray as they are; a numpy array or any
+    other buffer as a 1-d unsigned-byte memoryview, copied only when it is not contiguous)."""
+    if isinstance(buffer, (bytes, bytearray)):
+        return buffer
+    view = memoryview(buffer)
+    if not view.c_contiguous:
+        return view.tobytes()
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
 def _option(code: int, value: bytes) -> bytes:
