@@ -9,7 +9,8 @@ PYTHON ?= python3
 PYTEST_ARGS ?=
 ASAN_DIR := build/asan
 ASAN_LIB = $(shell gcc -print-file-name=libasan.so)
-ASAN_TESTS ?= tests/property/test_parser_fuzz.py tests/unit/test_core_parse.py tests/unit/test_checksum.py
+ASAN_TESTS ?= tests/property/test_parser_fuzz.py tests/unit/test_core_parse.py tests/unit/test_checksum.py \
+	tests/property/test_fuzz_capture.py tests/unit/test_io_scan.py
 
 .PHONY: build test asan clean
 
