@@ -65,7 +65,9 @@ cdef extern from "hp_flow.h" nogil:
         int64_t tap_n[3]
         int64_t *tap_idx[3]
         int64_t *tap_off[3]
-        int64_t *tap_len[3]
+        int64_t *tap_src[3]
+        int32_t *tap_head[3]
+        int32_t *tap_len[3]
     int hp_flow_init(hp_flow_table *t, uint32_t expected)
     void hp_flow_free(hp_flow_table *t)
     size_t hp_flow_memory(const hp_flow_table *t)
@@ -75,8 +77,13 @@ cdef extern from "hp_flow.h" nogil:
     void hp_flow_unkey(hp_flow_table *t, uint32_t idx, int k)
     int64_t hp_flow_alloc(hp_flow_table *t, uint8_t proto)
     void hp_flow_release(hp_flow_table *t, uint32_t idx)
-    void hp_flow_render(const hp_conn *c, int k, const uint8_t *ip, int64_t len, int64_t l4,
-                        uint8_t *out_lambda, uint8_t *out_eni, uint8_t *out_inet)
+    void hp_flow_render(const hp_conn *c, int k, const uint8_t *ip, int64_t n, int64_t l4, uint8_t **out,
+                        int copy_same)
+    unsigned hp_flow_same(const hp_conn *c, int k)
+    int64_t hp_flow_head(int64_t l4, uint8_t proto)
+    int hp_flow_parse4(const uint8_t *d, int64_t n, int32_t lt, hp_pkt *p)
+    void hp_flow_gather(const uint8_t *tap, const uint8_t *src, int64_t n, const int64_t *off,
+                        const int64_t *srcoff, const int32_t *head, const int32_t *len, uint8_t *dst)
     int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, int64_t count, double horizon, int *why)
     int HP_K_KEY, HP_K_LEARNED, HP_K_ENI, HP_K_INET, HP_K_NATRW
     int HP_C_LASTREPLY, HP_C_NAT, HP_C_DIRTY, HP_C_OWNER_SHIFT
@@ -328,33 +335,43 @@ cdef class FlowTable:
 
     def render(self, idx, int kind, ip, int l4):
         """The (lambda, eni, internet) forms the fast path would emit for IP packet ``ip`` (bytes,
-        L4 header at ``l4``, -1 when absent) arriving as ``kind`` of entry ``idx`` with the
-        entry's learned tap flags; a tap the kind does not emit is None."""
+        L4 header at ``l4``) arriving as ``kind`` of entry ``idx`` with the entry's learned tap
+        flags; a tap the kind does not emit is None. ``ip`` must be an IPv4 TCP/UDP packet the
+        fast path would accept (ValueError otherwise)."""
         cdef hp_conn *c = self._conn(idx)
         cdef const uint8_t[::1] src = ip
         cdef int64_t n = src.shape[0]
         cdef uint8_t flags = c.kind[kind]
+        cdef hp_pkt p
+        cdef uint8_t *outs[3]
+        if not 0 <= kind < 3:
+            raise ValueError("kind must be 0, 1 or 2")
+        if n == 0 or not hp_flow_parse4(&src[0], n, 101, &p) or p.l4 != l4 or p.ip_len != n or p.proto != c.proto:
+            raise ValueError("not an IPv4 TCP/UDP packet of this entry the fast path would take")
         out_l = bytearray(n)
         out_e = bytearray(n)
         out_i = bytearray(n)
         cdef uint8_t[::1] vl = out_l
         cdef uint8_t[::1] ve = out_e
         cdef uint8_t[::1] vi = out_i
-        if n == 0:
-            return b"", None, None
-        hp_flow_render(c, kind, &src[0], n, l4, &vl[0], &ve[0] if flags & HP_K_ENI else NULL,
-                       &vi[0] if flags & HP_K_INET else NULL)
+        outs[0] = &vl[0]
+        outs[1] = &ve[0] if flags & HP_K_ENI else NULL
+        outs[2] = &vi[0] if flags & HP_K_INET else NULL
+        hp_flow_render(c, kind, &src[0], n, l4, outs, 1)
         return (bytes(out_l), bytes(out_e) if flags & HP_K_ENI else None,
                 bytes(out_i) if flags & HP_K_INET else None)
 
     # --- the fast path ----------------------------------------------------------------------
     def run(self, buffer, offsets, lengths, timestamps, linktypes, Py_ssize_t start, double horizon,
-            verdicts, reasons, tap_bufs, tap_idx, tap_off, tap_len, tap_state):
+            verdicts, reasons, tap_bufs, tap_idx, tap_off, tap_src, tap_head, tap_len, tap_state):
         """Forward packets ``start``.. on the fast path until one needs the slow path.
 
         ``offsets``/``lengths`` int64, ``timestamps`` float64, ``linktypes`` int32 array or an int;
         ``verdicts``/``reasons`` uint8 outputs; per tap (lambda, eni, internet): ``tap_bufs[t]``
-        a writable uint8 buffer, ``tap_idx/off/len[t]`` int64 arrays with a row per packet;
+        a writable uint8 buffer and arrays with a row per packet: ``tap_idx/off/src[t]`` int64,
+        ``tap_head/len[t]`` int32. Row r is batch packet ``idx[r]``, ``len[r]`` bytes: its first
+        ``head[r]`` bytes at ``tap_bufs[t][off[r]:]``, the rest ``buffer[src[r] + head[r]:]``
+        (head 0: the packet is the input's IP packet itself, nothing copied).
         ``tap_state`` int64[6] = bytes used per tap, rows used per tap (read and updated).
         Returns ``(stop_index, stop_reason)``; stop_index == len(offsets) when all were handled."""
         cdef const uint8_t[::1] buf = buffer
@@ -365,30 +382,52 @@ cdef class FlowTable:
         cdef uint8_t[::1] vv = verdicts
         cdef uint8_t[::1] rv = reasons
         cdef int64_t[::1] st = tap_state
-        cdef uint8_t[::1] tb0 = tap_bufs[0], tb1 = tap_bufs[1], tb2 = tap_bufs[2]
-        cdef int64_t[::1] ti0 = tap_idx[0], ti1 = tap_idx[1], ti2 = tap_idx[2]
-        cdef int64_t[::1] to0 = tap_off[0], to1 = tap_off[1], to2 = tap_off[2]
-        cdef int64_t[::1] tl0 = tap_len[0], tl1 = tap_len[1], tl2 = tap_len[2]
+        cdef uint8_t[::1] tb
+        cdef int64_t[::1] a64
+        cdef int32_t[::1] a32
         cdef Py_ssize_t count = offs.shape[0]
         cdef hp_batch b
-        cdef int why = 0
+        cdef int why = 0, t
         cdef int64_t stop
         cdef uint8_t dummy = 0
         if lens.shape[0] != count or tss.shape[0] != count or vv.shape[0] < count or rv.shape[0] < count:
             raise ValueError("batch arrays differ in length")
-        if min(ti0.shape[0], ti1.shape[0], ti2.shape[0], to0.shape[0], to1.shape[0], to2.shape[0],
-               tl0.shape[0], tl1.shape[0], tl2.shape[0]) < count:
-            raise ValueError("tap index arrays need a row per packet")
         if start < 0 or start > count:
             raise ValueError("start out of range")
         if count == start:
             return start, "end"
+        for t in range(3):
+            tb = tap_bufs[t]
+            b.tap_buf[t] = &tb[0] if tb.shape[0] else &dummy
+            b.tap_cap[t] = tb.shape[0]
+            a64 = tap_idx[t]
+            if a64.shape[0] < count:
+                raise ValueError("tap row arrays need a row per packet")
+            b.tap_idx[t] = &a64[0]
+            a64 = tap_off[t]
+            if a64.shape[0] < count:
+                raise ValueError("tap row arrays need a row per packet")
+            b.tap_off[t] = &a64[0]
+            a64 = tap_src[t]
+            if a64.shape[0] < count:
+                raise ValueError("tap row arrays need a row per packet")
+            b.tap_src[t] = &a64[0]
+            a32 = tap_head[t]
+            if a32.shape[0] < count:
+                raise ValueError("tap row arrays need a row per packet")
+            b.tap_head[t] = &a32[0]
+            a32 = tap_len[t]
+            if a32.shape[0] < count:
+                raise ValueError("tap row arrays need a row per packet")
+            b.tap_len[t] = &a32[0]
+            b.tap_used[t] = st[t]
+            b.tap_n[t] = st[3 + t]
         b.buf = &buf[0] if buf.shape[0] else &dummy
         b.size = buf.shape[0]
         b.offs = &offs[0]
         b.lens = &lens[0]
         b.ts = &tss[0]
-        if _np.ndim(linktypes) == 0:
+        if isinstance(linktypes, int) or _np.ndim(linktypes) == 0:
             b.lts = NULL
             b.lt = int(linktypes)
         else:
@@ -399,23 +438,55 @@ cdef class FlowTable:
             b.lt = 0
         b.verdict = &vv[0]
         b.reason = &rv[0]
-        b.tap_buf[0] = &tb0[0] if tb0.shape[0] else &dummy
-        b.tap_buf[1] = &tb1[0] if tb1.shape[0] else &dummy
-        b.tap_buf[2] = &tb2[0] if tb2.shape[0] else &dummy
-        b.tap_cap[0], b.tap_cap[1], b.tap_cap[2] = tb0.shape[0], tb1.shape[0], tb2.shape[0]
-        b.tap_idx[0], b.tap_idx[1], b.tap_idx[2] = &ti0[0], &ti1[0], &ti2[0]
-        b.tap_off[0], b.tap_off[1], b.tap_off[2] = &to0[0], &to1[0], &to2[0]
-        b.tap_len[0], b.tap_len[1], b.tap_len[2] = &tl0[0], &tl1[0], &tl2[0]
-        cdef int t
-        for t in range(3):
-            b.tap_used[t] = st[t]
-            b.tap_n[t] = st[3 + t]
         with nogil:
             stop = hp_flow_run(&self._t, &b, start, count, horizon, &why)
             self._t.stops[why] += 1
         for t in range(3):
             st[t] = b.tap_used[t]
             st[3 + t] = b.tap_n[t]
-        if FLOW_STOPS[why] == "bounds":
+        if why == 13:  # bounds
             raise ValueError(f"frame {stop} (offset {offs[stop]}, length {lens[stop]}) lies outside the buffer")
         return stop, FLOW_STOPS[why]
+
+
+def flow_parse4(data, int linktype=101):
+    """The fast path's own parser (hp_flow_parse4) on one frame: ``(src, dst, proto, sport, dport,
+    tcp_flags, l3, l4, ip_len)``, or None when it leaves the frame to the full parser. For tests:
+    whatever it accepts, :func:`parse` must parse to the same fields."""
+    cdef const uint8_t[::1] buf = data
+    cdef int64_t n = buf.shape[0]
+    cdef hp_pkt p
+    if n == 0 or not hp_flow_parse4(&buf[0], n, linktype, &p):
+        return None
+    return (p.src_lo, p.dst_lo, p.proto, p.sport, p.dport, p.tcp_flags, p.l3, p.l4, p.ip_len)
+
+
+def flow_gather(tap, src, index, off, srcoff, head, length):
+    """Join the rows of one tap (see FlowTable.run) into one uint8 array, packet after packet;
+    returns ``(array, offsets)``."""
+    cdef const uint8_t[::1] tv = tap
+    cdef const uint8_t[::1] sv = src
+    cdef const int64_t[::1] ov = _np.ascontiguousarray(off, dtype=_np.int64)
+    cdef const int64_t[::1] so = _np.ascontiguousarray(srcoff, dtype=_np.int64)
+    cdef const int32_t[::1] hv = _np.ascontiguousarray(head, dtype=_np.int32)
+    lens = _np.ascontiguousarray(length, dtype=_np.int32)
+    cdef const int32_t[::1] lv = lens
+    cdef int64_t n = lv.shape[0], r, total = 0
+    cdef uint8_t dummy = 0
+    if ov.shape[0] != n or so.shape[0] != n or hv.shape[0] != n:
+        raise ValueError("row arrays differ in length")
+    offsets = _np.zeros(n, _np.int64)
+    cdef int64_t[::1] offv = offsets
+    for r in range(n):
+        if hv[r] < 0 or lv[r] < hv[r] or (hv[r] and (ov[r] < 0 or ov[r] + hv[r] > tv.shape[0])) or (
+                lv[r] > hv[r] and (so[r] < 0 or so[r] + lv[r] > sv.shape[0])):
+            raise ValueError(f"row {r} lies outside its buffers")
+        offv[r] = total
+        total += lv[r]
+    out = _np.empty(total, _np.uint8)
+    cdef uint8_t[::1] dv = out
+    if n:
+        with nogil:
+            hp_flow_gather(&tv[0] if tv.shape[0] else &dummy, &sv[0] if sv.shape[0] else &dummy, n, &ov[0],
+                           &so[0], &hv[0], &lv[0], &dv[0] if total else &dummy)
+    return out, offsets

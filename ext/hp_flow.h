@@ -74,6 +74,8 @@
 #define HP_NSTATES 10
 #define HP_UDP_STREAM 2
 
+#define HP_PREFETCH 4 /* packets ahead whose headers hp_flow_run prefetches */
+
 /* why hp_flow_run stopped */
 enum {
     HP_STOP_END = 0, HP_STOP_HORIZON, HP_STOP_PARSE, HP_STOP_MISS, HP_STOP_GEN, HP_STOP_UNLEARNED,
@@ -407,36 +409,152 @@ static inline int hp_flow_mark_dirty(hp_flow_table *t, uint32_t idx)
  * kind OUT:   lambda = input;  eni = lambda with src := ENI;  internet = eni with src := NAT
  * kind REPLY: lambda = input;  eni = lambda with dst := ENI;  internet = eni with dst := NAT
  * kind VPC:   eni = input;     lambda = eni with dst := sandbox;  internet = eni with dst := NAT
- * (internet = eni when the path has no NAT translation.) `ip` is the IP packet, `l4` the offset
- * of its L4 header from the IP header (or -1). Each output has room for `len` bytes. */
-static inline void hp_flow_render(const hp_conn *c, int k, const uint8_t *ip, int64_t len, int64_t l4,
-                                  uint8_t *out_lambda, uint8_t *out_eni, uint8_t *out_inet)
+ * (internet = eni when the path has no NAT translation.) A rewrite touches only the IP header
+ * and the first bytes of the L4 header (ports, checksum): the first hp_flow_head() bytes. */
+
+/* Forms (bit HP_TAP_*) that are the input packet itself, byte for byte. */
+static inline unsigned hp_flow_same(const hp_conn *c, int k)
 {
-    uint8_t flags = c->kind[k];
-    int dst = k != HP_KIND_OUT;
-    uint8_t *eni = out_eni;
-    memcpy(out_lambda, ip, (size_t)len);
+    if (k == HP_KIND_VPC)
+        return (1u << HP_TAP_ENI) | ((c->kind[k] & HP_K_NATRW) ? 0u : (1u << HP_TAP_INET));
+    return 1u << HP_TAP_LAMBDA;
+}
+
+/* Bytes of an IPv4 TCP/UDP packet a rewrite can touch: the IP header and the L4 header up to its
+ * checksum (TCP 18, UDP 8 bytes; rounded up to 20 for TCP). */
+static inline int64_t hp_flow_head(int64_t l4, uint8_t proto) { return l4 + (proto == 6 ? 20 : 8); }
+
+/* hp_rewrite() for the case the fast path meets: IPv4, TCP or UDP, the whole L4 header up to
+ * its checksum inside the buffer (the caller guarantees it). Same arithmetic, same order, hence
+ * the same bytes (tests/unit/test_core_flow.py compares them). */
+static inline void hp_rw4(uint8_t *buf, int64_t l4, uint8_t proto, int dst, uint32_t addr, uint16_t port)
+{
+    uint8_t *a = buf + (dst ? 16 : 12);
+    uint8_t *pp = buf + l4 + (dst ? 2 : 0);
+    uint8_t *cs = buf + l4 + (proto == 6 ? 16 : 6);
+    uint32_t old = ((uint32_t)a[0] << 24) | ((uint32_t)a[1] << 16) | ((uint32_t)a[2] << 8) | a[3];
+    uint16_t old_port = hp_get16(pp), hc;
+    a[0] = (uint8_t)(addr >> 24); a[1] = (uint8_t)(addr >> 16); a[2] = (uint8_t)(addr >> 8); a[3] = (uint8_t)addr;
+    hp_put16(buf + 10, hp_csum_update32(hp_get16(buf + 10), old, addr));
+    hp_put16(pp, port);
+    hc = hp_get16(cs);
+    if (proto == 17 && hc == 0)
+        return; /* UDP over IPv4 without a checksum */
+    hc = hp_csum_update32(hc, old, addr);
+    hc = hp_csum_update16(hc, old_port, port);
+    if (proto == 17 && hc == 0)
+        hc = 0xFFFF;
+    hp_put16(cs, hc);
+}
+
+/* Render the first n bytes (n >= hp_flow_head(l4), or the whole packet) of the forms that differ
+ * from the input into out[HP_TAP_*] (NULL: not wanted). A form in hp_flow_same() is copied
+ * when `copy_same` (else left alone: the caller points at the input instead). `ip` is the IP
+ * packet (IPv4 TCP/UDP, L4 header at `l4`, the checksum inside the first n bytes). */
+static inline void hp_flow_render(const hp_conn *c, int k, const uint8_t *ip, int64_t n, int64_t l4,
+                                  uint8_t *out[HP_NTAPS], int copy_same)
+{
+    uint8_t flags = c->kind[k], proto = c->proto;
+    uint8_t *lam = out[HP_TAP_LAMBDA], *eni = out[HP_TAP_ENI], *inet = out[HP_TAP_INET];
     if (k == HP_KIND_VPC) {
-        hp_rewrite(out_lambda, (size_t)len, 0, l4, 4, c->proto, 1, 0, c->ip[0], c->port[0]);
-        if (eni)
-            memcpy(eni, ip, (size_t)len);
-    } else if (eni || (flags & HP_K_INET)) {
-        if (!eni)
-            eni = out_inet;
-        memcpy(eni, ip, (size_t)len);
-        hp_rewrite(eni, (size_t)len, 0, l4, 4, c->proto, dst, 0, c->ip[2], c->port[2]);
+        if (lam) {
+            memcpy(lam, ip, (size_t)n);
+            hp_rw4(lam, l4, proto, 1, c->ip[0], c->port[0]);
+        }
+        if (eni && copy_same)
+            memcpy(eni, ip, (size_t)n);
+        if (inet && ((flags & HP_K_NATRW) || copy_same)) {
+            memcpy(inet, ip, (size_t)n);
+            if (flags & HP_K_NATRW)
+                hp_rw4(inet, l4, proto, 1, c->ip[3], c->port[3]);
+        }
+    } else {
+        int dst = k != HP_KIND_OUT;
+        uint8_t *e = eni ? eni : inet;
+        if (lam && copy_same)
+            memcpy(lam, ip, (size_t)n);
+        if (e) {
+            memcpy(e, ip, (size_t)n);
+            hp_rw4(e, l4, proto, dst, c->ip[2], c->port[2]);
+        }
+        if (inet) {
+            if (inet != e)
+                memcpy(inet, e, (size_t)n);
+            if (flags & HP_K_NATRW)
+                hp_rw4(inet, l4, proto, dst, c->ip[3], c->port[3]);
+        }
     }
-    if (flags & HP_K_INET) {
-        const uint8_t *base = (k == HP_KIND_VPC) ? ip : eni;
-        if (out_inet != base)
-            memcpy(out_inet, base, (size_t)len);
-        if (flags & HP_K_NATRW)
-            hp_rewrite(out_inet, (size_t)len, 0, l4, 4, c->proto, dst, 0, c->ip[3], c->port[3]);
+}
+
+/* The subset of hp_parse() the fast path accepts, without its generality: an IPv4 TCP/UDP
+ * packet, not a fragment, cleanly parsed, as raw IP or in an untagged Ethernet frame. Returns
+ * 1 with the fields hp_parse() would give (only those the fast path reads: src_lo, dst_lo,
+ * ip_len, l3, l4, proto, sport, dport, tcp_flags), or 0 for anything else: the caller then runs
+ * hp_parse() itself. Accepting exactly what hp_parse() accepts is checked by
+ * tests/unit/test_core_flow.py on mutated packets. */
+static inline int hp_flow_parse4(const uint8_t *d, int64_t n, int32_t lt, hp_pkt *p)
+{
+    int64_t l3, avail, ihl, total, ip_len, l4, have;
+    const uint8_t *h;
+    if (lt == HP_LINKTYPE_RAW || lt == HP_LINKTYPE_IPV4 || lt == HP_LINKTYPE_RAW_BSD || lt == HP_LINKTYPE_RAW_OPENBSD)
+        l3 = 0;
+    else if (lt == HP_LINKTYPE_ETHERNET && n >= 14 && d[12] == 0x08 && d[13] == 0x00)
+        l3 = 14;
+    else
+        return 0;
+    avail = n - l3;
+    if (avail < 20)
+        return 0;
+    h = d + l3;
+    if ((h[0] >> 4) != 4)
+        return 0;
+    ihl = (int64_t)(h[0] & 0x0F) * 4;
+    if (ihl < 20 || ihl > avail)
+        return 0;
+    total = hp_rd16(h + 2);
+    if (total < ihl)
+        return 0;
+    if ((h[6] & 0x3F) | h[7]) /* MF or a fragment offset */
+        return 0;
+    ip_len = total < avail ? total : avail;
+    l4 = ihl;
+    have = ip_len - ihl;
+    p->proto = h[9];
+    if (p->proto == 6) {
+        int64_t doff;
+        if (have < 20)
+            return 0;
+        doff = (int64_t)(h[l4 + 12] >> 4) * 4;
+        if (doff < 20 || doff > have)
+            return 0;
+        p->tcp_flags = h[l4 + 13];
+    } else if (p->proto == 17) {
+        int64_t ulen;
+        if (have < 8)
+            return 0;
+        ulen = hp_rd16(h + l4 + 4);
+        if (ulen < 8 || ulen > total - ihl)
+            return 0;
+        p->tcp_flags = 0;
+    } else {
+        return 0;
     }
+    p->sport = hp_rd16(h + l4);
+    p->dport = hp_rd16(h + l4 + 2);
+    p->src_lo = ((uint32_t)h[12] << 24) | ((uint32_t)h[13] << 16) | ((uint32_t)h[14] << 8) | h[15];
+    p->dst_lo = ((uint32_t)h[16] << 24) | ((uint32_t)h[17] << 16) | ((uint32_t)h[18] << 8) | h[19];
+    p->l3 = (int32_t)l3;
+    p->l4 = (int32_t)(l3 + l4);
+    p->ip_len = (int32_t)ip_len;
+    return 1;
 }
 
 /* --- the batch loop -------------------------------------------------------------------------- */
 
+/* Outputs, per tap, one row per packet on it: the packet is `len` bytes; its first `head`
+ * bytes are at tap_buf + off (rewritten), the rest is the input at buf[src + head ..]; a
+ * packet equal to the input has head 0 (nothing is copied), one the slow path made has head =
+ * len (all of it in tap_buf). */
 typedef struct hp_batch {
     const uint8_t *buf;
     int64_t size;
@@ -447,7 +565,8 @@ typedef struct hp_batch {
     uint8_t *verdict, *reason;
     uint8_t *tap_buf[HP_NTAPS];
     int64_t tap_cap[HP_NTAPS], tap_used[HP_NTAPS], tap_n[HP_NTAPS];
-    int64_t *tap_idx[HP_NTAPS], *tap_off[HP_NTAPS], *tap_len[HP_NTAPS];
+    int64_t *tap_idx[HP_NTAPS], *tap_off[HP_NTAPS], *tap_src[HP_NTAPS];
+    int32_t *tap_head[HP_NTAPS], *tap_len[HP_NTAPS];
 } hp_batch;
 
 /* Process packets start.. of the batch on the fast path; returns the index of the first packet
@@ -457,26 +576,39 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
                                   int *why)
 {
     int64_t i;
+    /* the flow-log window of the last packet: [win_lo, win_lo + interval) seconds */
+    int64_t win_lo = 0, win_hi = -1;
+    uint32_t win = 0;
     for (i = start; i < count; i++) {
         hp_pkt p;
         const uint8_t *frame;
         double ts = b->ts[i], new_exp;
-        int64_t slot, second, l4, len, ws;
-        uint32_t ref, idx, window;
-        int k, dir, tcp_refresh = 0;
+        int64_t slot, second, l4, len, head, off = b->offs[i], flen = b->lens[i];
+        uint32_t ref, idx;
+        int k, dir, tcp_refresh = 0, tp;
         uint8_t new_state, kflags;
+        unsigned same, emit;
         hp_conn *c;
         const uint8_t *ip;
 
-        if (b->offs[i] < 0 || b->lens[i] < 0 || b->offs[i] > b->size || b->lens[i] > b->size - b->offs[i]) {
+        if (off < 0 || flen < 0 || off > b->size || flen > b->size - off) {
             *why = HP_STOP_BOUNDS; return i;
         }
+#if defined(__GNUC__)
+        if (i + HP_PREFETCH < count) { /* the headers of a packet a few ahead: a stride the hardware misses */
+            int64_t ahead = b->offs[i + HP_PREFETCH];
+            if (ahead >= 0 && ahead < b->size)
+                __builtin_prefetch(b->buf + ahead);
+        }
+#endif
         if (!(ts < horizon)) { *why = HP_STOP_HORIZON; return i; }
         if (ts < t->now || !(ts >= 0)) { *why = HP_STOP_TIME; return i; }
-        frame = b->buf + b->offs[i];
-        hp_parse(b->lens[i] ? frame : NULL, (size_t)b->lens[i], b->lts ? b->lts[i] : b->lt, &p);
-        if (!p.ok || p.version != 4 || p.fragment || p.l4 < 0 || (p.proto != 6 && p.proto != 17)) {
-            *why = HP_STOP_PARSE; return i;
+        frame = b->buf + off;
+        if (!hp_flow_parse4(frame, flen, b->lts ? b->lts[i] : b->lt, &p)) {
+            hp_parse(flen ? frame : NULL, (size_t)flen, b->lts ? b->lts[i] : b->lt, &p);
+            if (!p.ok || p.version != 4 || p.fragment || p.l4 < 0 || (p.proto != 6 && p.proto != 17)) {
+                *why = HP_STOP_PARSE; return i;
+            }
         }
         slot = hp_flow_find(t, (uint32_t)p.src_lo, (uint32_t)p.dst_lo, p.sport, p.dport, p.proto);
         if (slot < 0) { *why = HP_STOP_MISS; return i; }
@@ -493,8 +625,13 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
         if (ts < c->last_seen) { *why = HP_STOP_TIME; return i; }
         if (c->expires <= ts) { *why = HP_STOP_EXPIRED; return i; }
         second = (int64_t)floor(ts);
-        window = (uint32_t)(second / t->interval);
-        if (window != c->window || second / t->interval > 0xFFFFFFF0ll) { *why = HP_STOP_WINDOW; return i; }
+        if (second < win_lo || second > win_hi) {
+            if (second / t->interval > 0xFFFFFFF0ll) { *why = HP_STOP_WINDOW; return i; }
+            win = (uint32_t)(second / t->interval);
+            win_lo = (int64_t)win * t->interval;
+            win_hi = win_lo + t->interval - 1;
+        }
+        if (win != c->window) { *why = HP_STOP_WINDOW; return i; }
         if ((c->bits & HP_C_NAT) && (ts - c->last_seen >= t->nat_idle || c->last_seen + t->nat_idle <= ts)) {
             *why = HP_STOP_NAT_IDLE; return i;
         }
@@ -529,57 +666,80 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
         if (c->pkts[dir] == 0xFFFFFFFFu || (uint64_t)c->bytes[dir] + (uint64_t)len > 0xFFFFFFFFull) {
             *why = HP_STOP_OVERFLOW; return i;
         }
-        {
-            int tp;
-            uint8_t emit[HP_NTAPS] = {1, (uint8_t)((kflags & HP_K_ENI) != 0), (uint8_t)((kflags & HP_K_INET) != 0)};
-            for (tp = 0; tp < HP_NTAPS; tp++)
-                if (emit[tp] && b->tap_used[tp] + len > b->tap_cap[tp]) { *why = HP_STOP_SPACE; return i; }
-            if (hp_flow_mark_dirty(t, idx) != 0) { *why = HP_STOP_SPACE; return i; }
-            /* commit */
-            if (p.proto == 17) {
-                if (dir) {
-                    if (!(c->bits & HP_C_LASTREPLY))
-                        c->exchanges++;
-                    c->bits |= HP_C_LASTREPLY;
-                } else {
-                    c->bits &= (uint8_t)~HP_C_LASTREPLY;
-                }
+        l4 = p.l4 - p.l3;
+        head = hp_flow_head(l4, p.proto);
+        same = hp_flow_same(c, k);
+        emit = (1u << HP_TAP_LAMBDA) | ((kflags & HP_K_ENI) ? 1u << HP_TAP_ENI : 0u)
+               | ((kflags & HP_K_INET) ? 1u << HP_TAP_INET : 0u);
+        for (tp = 0; tp < HP_NTAPS; tp++)
+            if ((emit & ~same) & (1u << tp) && b->tap_used[tp] + head > b->tap_cap[tp]) {
+                *why = HP_STOP_SPACE; return i;
             }
-            c->state = new_state;
-            c->expires = new_exp;
-            c->last_seen = ts;
-            c->pkts[dir]++;
-            c->bytes[dir] += (uint32_t)len;
-            c->raw_flags[dir] |= p.tcp_flags;
-            c->aws_flags[dir] |= t->awsmap[p.tcp_flags];
-            ws = (int64_t)window * t->interval;
-            c->end_off[dir] = (uint16_t)(second - ws);
-            t->now = ts;
-            t->fast_packets++;
-            ip = frame + p.l3;
-            l4 = p.l4 - p.l3;
-            {
-                uint8_t *outs[HP_NTAPS];
-                for (tp = 0; tp < HP_NTAPS; tp++) {
-                    outs[tp] = emit[tp] ? b->tap_buf[tp] + b->tap_used[tp] : NULL;
-                }
-                hp_flow_render(c, k, ip, len, l4, outs[0], outs[1], outs[2]);
-                for (tp = 0; tp < HP_NTAPS; tp++) {
-                    if (!emit[tp])
-                        continue;
-                    b->tap_idx[tp][b->tap_n[tp]] = i;
-                    b->tap_off[tp][b->tap_n[tp]] = b->tap_used[tp];
-                    b->tap_len[tp][b->tap_n[tp]] = len;
-                    b->tap_n[tp]++;
-                    b->tap_used[tp] += len;
-                }
+        if (hp_flow_mark_dirty(t, idx) != 0) { *why = HP_STOP_SPACE; return i; }
+        /* commit */
+        if (p.proto == 17) {
+            if (dir) {
+                if (!(c->bits & HP_C_LASTREPLY))
+                    c->exchanges++;
+                c->bits |= HP_C_LASTREPLY;
+            } else {
+                c->bits &= (uint8_t)~HP_C_LASTREPLY;
             }
-            b->verdict[i] = 0;
-            b->reason[i] = 0;
         }
+        c->state = new_state;
+        c->expires = new_exp;
+        c->last_seen = ts;
+        c->pkts[dir]++;
+        c->bytes[dir] += (uint32_t)len;
+        c->raw_flags[dir] |= p.tcp_flags;
+        c->aws_flags[dir] |= t->awsmap[p.tcp_flags];
+        c->end_off[dir] = (uint16_t)(second - win_lo);
+        t->now = ts;
+        t->fast_packets++;
+        ip = frame + p.l3;
+        {
+            uint8_t *outs[HP_NTAPS];
+            for (tp = 0; tp < HP_NTAPS; tp++)
+                outs[tp] = ((emit & ~same) >> tp) & 1u ? b->tap_buf[tp] + b->tap_used[tp] : NULL;
+            hp_flow_render(c, k, ip, head, l4, outs, 0);
+            for (tp = 0; tp < HP_NTAPS; tp++) {
+                int64_t r;
+                if (!((emit >> tp) & 1u))
+                    continue;
+                r = b->tap_n[tp]++;
+                b->tap_idx[tp][r] = i;
+                b->tap_src[tp][r] = off + p.l3;
+                b->tap_len[tp][r] = (int32_t)len;
+                if ((same >> tp) & 1u) {
+                    b->tap_off[tp][r] = 0;
+                    b->tap_head[tp][r] = 0;
+                } else {
+                    b->tap_off[tp][r] = b->tap_used[tp];
+                    b->tap_head[tp][r] = (int32_t)head;
+                    b->tap_used[tp] += head;
+                }
+            }
+        }
+        b->verdict[i] = 0;
+        b->reason[i] = 0;
     }
     *why = HP_STOP_END;
     return count;
+}
+
+/* Join the rows of one tap into `dst` (sum of lengths bytes), packet after packet. */
+static inline void hp_flow_gather(const uint8_t *tap, const uint8_t *src, int64_t n, const int64_t *off,
+                                  const int64_t *srcoff, const int32_t *head, const int32_t *len, uint8_t *dst)
+{
+    int64_t r;
+    for (r = 0; r < n; r++) {
+        int64_t h = head[r], l = len[r];
+        if (h)
+            memcpy(dst, tap + off[r], (size_t)h);
+        if (l > h)
+            memcpy(dst + h, src + srcoff[r] + h, (size_t)(l - h));
+        dst += l;
+    }
 }
 
 #endif /* HP_FLOW_H */

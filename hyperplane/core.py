@@ -33,6 +33,7 @@ at most 3/4 full), grown by doubling; the Python side keeps the reference's ``Co
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from typing import Optional
 
@@ -90,26 +91,69 @@ class _Listener:
 
 
 class TapOutput(Sequence):
-    """One tap's packets of a batch: a sequence of ``(index, bytes)`` in packet order, like the
-    reference's list, backed by one buffer (``buffer[offsets[i] : offsets[i] + lengths[i]]`` is
-    the packet of batch index ``index[i]``); no bytes object is made until an item is read."""
+    """One tap's packets of a batch: a sequence of ``(index, bytes)`` in packet order, equal to
+    the reference's list, without a Python object per packet until an item is read.
 
-    __slots__ = ("buffer", "index", "offsets", "lengths")
+    Row ``r`` is batch packet ``index[r]``, ``length`` bytes: its first ``head`` bytes are in
+    the tap's own buffer (what was rewritten: IP and L4 headers), the rest is the input
+    buffer's bytes from ``srcoff + head`` (a packet equal to the input, such as the lambda form
+    of a sandbox's packet, has head 0: nothing was copied). ``buffer`` / ``offsets`` /
+    ``lengths`` give the packets joined in one contiguous buffer
+    (``buffer[offsets[r] : offsets[r] + lengths[r]]``), built on first use."""
 
-    def __init__(self, buffer, index, offsets, lengths):
-        self.buffer = buffer
+    __slots__ = ("index", "_tap", "_src", "_off", "_srcoff", "_head", "_len", "_joined")
+
+    def __init__(self, tap, src, index, off, srcoff, head, length):
         self.index = index
-        self.offsets = offsets
-        self.lengths = lengths
+        self._tap = tap
+        self._src = src
+        self._off = off
+        self._srcoff = srcoff
+        self._head = head
+        self._len = length
+        self._joined = None
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        off = int(self.offsets[i])
-        return int(self.index[i]), self.buffer[off : off + int(self.lengths[i])].tobytes()
+    def _item(self, r: int, i: int, off: int, srcoff: int, head: int, n: int):
+        if head == n:
+            return i, self._tap[off : off + n].tobytes()
+        if head == 0:
+            return i, bytes(self._src[srcoff : srcoff + n])
+        return i, self._tap[off : off + head].tobytes() + bytes(self._src[srcoff + head : srcoff + n])
+
+    def __getitem__(self, r):
+        if isinstance(r, slice):
+            return [self[j] for j in range(*r.indices(len(self)))]
+        r = range(len(self))[r]
+        return self._item(r, int(self.index[r]), int(self._off[r]), int(self._srcoff[r]), int(self._head[r]),
+                          int(self._len[r]))
+
+    def __iter__(self):
+        rows = zip(self.index.tolist(), self._off.tolist(), self._srcoff.tolist(), self._head.tolist(),
+                   self._len.tolist())
+        for r, (i, off, srcoff, head, n) in enumerate(rows):
+            yield self._item(r, i, off, srcoff, head, n)
+
+    def _join(self):
+        if self._joined is None:
+            self._joined = _core.flow_gather(self._tap, self._src, self.index, self._off, self._srcoff, self._head,
+                                             self._len)
+        return self._joined
+
+    @property
+    def buffer(self):
+        """The packets joined in one uint8 array (built on first use)."""
+        return self._join()[0]
+
+    @property
+    def offsets(self):
+        return self._join()[1]
+
+    @property
+    def lengths(self):
+        return self._len.astype(np.int64)
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, Sequence):
@@ -145,6 +189,7 @@ class CoreEngine:
         self._records: dict[int, list] = {}  # entry index -> flow-log records per kind
         self._generation: dict[int, tuple] = {}  # entry index -> (Conn.generation, Path.gen) when taught
         self._touched: list = []
+        self._spare: list = []  # _Outputs reused across batches
         self.learned = 0
 
     # --- the reference's attributes ---------------------------------------------------------
@@ -327,28 +372,54 @@ class CoreEngine:
         self.learned += 1
 
     # --- the API ----------------------------------------------------------------------------
+    def _outputs(self, rows: int, tap_bytes: int) -> "_Outputs":
+        """Output arrays for a batch: a spare set whose previous results nobody holds any more
+        (checked by reference counts), else a new one (kept as a spare for later batches)."""
+        for out in self._spare:
+            if out.rows >= rows and out.idle():
+                out.reset()
+                return out
+        out = _Outputs(rows, tap_bytes)
+        if len(self._spare) < 4:
+            self._spare.append(out)
+        return out
+
+    def _run(self, view, offs, lens, stamps, lts, i, horizon, out):
+        """The fast loop from packet i; grows the tap buffers when it ran out of room in them."""
+        while True:
+            stop, why = self.ft.run(view, offs, lens, stamps, lts, i, horizon, out.verdicts, out.reasons, out.bufs,
+                                    out.idx, out.off, out.src, out.head, out.len, out.state)
+            if why != "space" or not out.grow_if_short(_HEAD_ROOM):
+                return stop
+            i = stop
+
     def process(self, data, ts: float, linktype: int = pk.RAW) -> Result:
         """One packet: the fast path when it can, else the slow path."""
         frame = bytes(data)
         n = len(frame)
-        out = _Outputs(1, max(n, 1))
-        stop, _ = self.ft.run(frame if n else b"\0", np.zeros(1, np.int64), np.array([n], np.int64),
-                              np.array([ts], np.float64), linktype, 0, self._horizon(), out.verdicts,
-                              out.reasons, out.bufs, out.idx, out.off, out.len, out.state)
+        out = self._outputs(1, max(n, _HEAD_ROOM))
+        out.verdicts = np.zeros(1, np.uint8)
+        out.reasons = np.zeros(1, np.uint8)
+        stop = self._run(frame if n else b"\0", np.zeros(1, np.int64), np.array([n], np.int64),
+                         np.array([ts], np.float64), linktype, 0, self._horizon(), out)
         if stop == 0:
             return self._slow(frame, float(ts), linktype)
         parsed = _core.parse(frame, linktype)
         idx, kind = self.ft.lookup(parsed[6], parsed[7], parsed[10], parsed[11], parsed[8])
         conn = self._conn_of[idx]
-        taps = {name: out.bufs[t][: out.state[t]].tobytes() for t, name in enumerate(TAPS) if out.state[3 + t]}
+        taps = {name: tap[0][1] for name, tap in out.taps(frame).items() if len(tap)}
         return Result(Verdict.FORWARDED, DropReason.NONE, None, None, taps, conn.path.eni_id, _DIRECTION[kind],
                       conn.function)
 
     def process_batch(self, buffer, offsets, lengths, timestamps, linktypes=None) -> BatchResult:
         """Packets ``buffer[offsets[i] : offsets[i] + lengths[i]]`` at ``timestamps[i]``: the
         fast loop over the batch, the slow path for each packet it stops at, in order. ``taps``
-        are :class:`TapOutput` sequences (the reference's ``(index, bytes)`` lists, buffered)."""
+        are :class:`TapOutput` sequences (the reference's ``(index, bytes)`` lists, buffered;
+        they refer to ``buffer`` for bytes that were not rewritten, so a writable ``buffer`` is
+        copied once first: later changes to it cannot change the result)."""
         view = memoryview(buffer).cast("B")
+        if not view.readonly:
+            view = memoryview(view.tobytes())
         offs = np.ascontiguousarray(offsets, dtype=np.int64)
         lens = np.ascontiguousarray(lengths, dtype=np.int64)
         stamps = np.ascontiguousarray(timestamps, dtype=np.float64)
@@ -361,16 +432,16 @@ class CoreEngine:
             lts = int(linktypes)
         else:
             lts = np.ascontiguousarray(linktypes, dtype=np.int32)
-        out = _Outputs(n, int(lens.sum()) if n else 0)
+        out = self._outputs(n, n * _HEAD_BYTES)
+        out.verdicts = np.zeros(n, np.uint8)
+        out.reasons = np.zeros(n, np.uint8)
         components: list = [None] * n
         rules: list = [None] * n
         emitted: dict = {t: [] for t in TAPS}
-        ft = self.ft
         i = 0
         horizon = self._horizon()
         while i < n:
-            i, _ = ft.run(view, offs, lens, stamps, lts, i, horizon, out.verdicts, out.reasons, out.bufs, out.idx,
-                          out.off, out.len, out.state)
+            i = self._run(view, offs, lens, stamps, lts, i, horizon, out)
             if i >= n:
                 break
             off = int(offs[i])
@@ -387,7 +458,9 @@ class CoreEngine:
                 emitted[tap].append((i, data))
             horizon = self._horizon()
             i += 1
-        return BatchResult(out.verdicts, out.reasons, components, rules, out.taps(), emitted)
+        verdicts, reasons = out.verdicts, out.reasons
+        out.verdicts = out.reasons = None
+        return BatchResult(verdicts, reasons, components, rules, out.taps(view), emitted)
 
     def explain(self, function: str, dst_ip, dst_port: int, proto):
         self._catch_up()
@@ -437,37 +510,69 @@ def _count(records, packets: int, nbytes: int, end: int, aws_flags: int) -> None
         record.tcp_flags |= aws_flags
 
 
+_HEAD_BYTES = 64  # tap bytes reserved per packet and tap (a fast-path packet stores its headers only)
+_HEAD_ROOM = 128  # free bytes a tap buffer needs for any fast-path packet (IPv4 + TCP headers: <= 80)
+
+
 class _Outputs:
-    """The per-batch output arrays the fast loop writes and the slow path appends to."""
+    """The output arrays the fast loop writes and the slow path appends to (see FlowTable.run),
+    reused across batches once no result refers to them."""
 
-    __slots__ = ("verdicts", "reasons", "bufs", "idx", "off", "len", "state")
+    __slots__ = ("rows", "verdicts", "reasons", "bufs", "idx", "off", "src", "head", "len", "state")
 
-    def __init__(self, n: int, capacity: int):
-        self.verdicts = np.zeros(n, np.uint8)
-        self.reasons = np.zeros(n, np.uint8)
-        self.bufs = [np.empty(capacity, np.uint8) for _ in TAPS]
-        self.idx = [np.empty(n, np.int64) for _ in TAPS]
-        self.off = [np.empty(n, np.int64) for _ in TAPS]
-        self.len = [np.empty(n, np.int64) for _ in TAPS]
+    def __init__(self, rows: int, capacity: int):
+        self.rows = rows
+        self.verdicts = self.reasons = None
+        self.bufs = [np.empty(max(capacity, _HEAD_ROOM), np.uint8) for _ in TAPS]
+        self.idx = [np.empty(rows, np.int64) for _ in TAPS]
+        self.off = [np.empty(rows, np.int64) for _ in TAPS]
+        self.src = [np.empty(rows, np.int64) for _ in TAPS]
+        self.head = [np.empty(rows, np.int32) for _ in TAPS]
+        self.len = [np.empty(rows, np.int32) for _ in TAPS]
         self.state = np.zeros(6, np.int64)  # bytes used per tap, rows used per tap
+
+    def _arrays(self):
+        return (*self.bufs, *self.idx, *self.off, *self.src, *self.head, *self.len)
+
+    def idle(self) -> bool:
+        """No result (nor any view of these arrays) is alive: only our own lists hold them."""
+        return all(sys.getrefcount(a) <= 2 for a in self._arrays())
+
+    def reset(self) -> None:
+        self.state[:] = 0
+
+    def grow_if_short(self, room: int) -> bool:
+        """Double every tap buffer with less than ``room`` bytes free; True when one grew."""
+        grew = False
+        for t in range(len(TAPS)):
+            used = int(self.state[t])
+            if len(self.bufs[t]) - used < room:
+                grown = np.empty(max(2 * len(self.bufs[t]), used + room), np.uint8)
+                grown[:used] = self.bufs[t][:used]
+                self.bufs[t] = grown
+                grew = True
+        return grew
 
     def append(self, t: int, i: int, data: bytes) -> None:
         used, rows = int(self.state[t]), int(self.state[3 + t])
         size = len(data)
         if used + size > len(self.bufs[t]):
-            grown = np.empty(max(2 * len(self.bufs[t]), used + size), np.uint8)
+            grown = np.empty(max(2 * len(self.bufs[t]), used + size + _HEAD_ROOM), np.uint8)
             grown[:used] = self.bufs[t][:used]
             self.bufs[t] = grown
         self.bufs[t][used : used + size] = np.frombuffer(data, np.uint8)
         self.idx[t][rows] = i
         self.off[t][rows] = used
+        self.src[t][rows] = 0
+        self.head[t][rows] = size
         self.len[t][rows] = size
         self.state[t] = used + size
         self.state[3 + t] = rows + 1
 
-    def taps(self) -> dict:
+    def taps(self, source) -> dict:
         out = {}
         for t, name in enumerate(TAPS):
             rows = int(self.state[3 + t])
-            out[name] = TapOutput(self.bufs[t], self.idx[t][:rows], self.off[t][:rows], self.len[t][:rows])
+            out[name] = TapOutput(self.bufs[t], source, self.idx[t][:rows], self.off[t][:rows], self.src[t][:rows],
+                                  self.head[t][:rows], self.len[t][:rows])
         return out

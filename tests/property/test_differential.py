@@ -180,3 +180,32 @@ def test_fast_path_share_is_high_on_established_traffic():
     slow = sum(v for k, v in stops.items() if k != "end")
     total = 3 + 150 + 3
     assert slow < total // 5, stops
+
+
+def test_tap_outputs_stay_valid_while_held_and_do_not_follow_a_writable_input():
+    """Tap outputs refer to reused arrays and to the input buffer: a result still held is never
+    overwritten by later batches, and changing a writable input afterwards changes nothing."""
+    model = _model(0)
+    sandboxes = [Sandbox("fn", ipaddress.ip_network(SANDBOX_NET))]
+    ref = Dataplane(model, sandboxes, EngineOptions())
+    fast = core.CoreEngine(model, sandboxes, EngineOptions(), expected_connections=16)
+    held, t = [], 1_000.0
+    for n in range(6):
+        events = _session(n % 2, 0, 4) if n < 2 else [("out", n % 2, 0, "psh", 7 + n), ("reply", n % 2, 0, "ack", n)]
+        frames, stamps, t = _packets(events, ref, t)
+        expected = [ref.process(f, s) for f, s in zip(frames, stamps)]
+        buf = bytearray(b"".join(frames))
+        got = fast.process_batch(buf, np.cumsum([0] + [len(f) for f in frames[:-1]]), [len(f) for f in frames],
+                                 stamps)
+        buf[:] = bytes(len(buf))  # the caller reuses its buffer
+        want = {tap: [(i, r.taps[tap]) for i, r in enumerate(expected) if tap in r.taps] for tap in got.taps}
+        assert {tap: list(v) for tap, v in got.taps.items()} == want
+        for tap, v in got.taps.items():  # the joined form agrees with the items
+            joined = [(int(i), v.buffer[o : o + n].tobytes()) for i, o, n in zip(v.index, v.offsets, v.lengths)]
+            assert joined == want[tap]
+        held.append((got, want))
+        if n == 3:
+            held = held[-1:]  # dropping results lets their arrays be reused
+    assert fast.core_stats()["stops"].get("end", 0) > 0
+    for got, want in held:
+        assert {tap: list(v) for tap, v in got.taps.items()} == want

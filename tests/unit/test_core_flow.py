@@ -38,16 +38,26 @@ def entry(ft, sandbox_port=40000, remote=REMOTE, state=ES, expires=1000.0, last_
 
 
 def run(ft, frames, stamps, horizon=float("inf")):
+    """ft.run over the frames; out["taps"][t] = the packets of tap t (bytes, in row order)."""
     n = len(frames)
     cap = sum(len(f) for f in frames)
     out = {"verdicts": np.zeros(n, np.uint8), "reasons": np.zeros(n, np.uint8),
            "bufs": [np.zeros(cap, np.uint8) for _ in range(3)],
            "idx": [np.zeros(n, np.int64) for _ in range(3)], "off": [np.zeros(n, np.int64) for _ in range(3)],
-           "len": [np.zeros(n, np.int64) for _ in range(3)], "state": np.zeros(6, np.int64)}
+           "src": [np.zeros(n, np.int64) for _ in range(3)], "head": [np.zeros(n, np.int32) for _ in range(3)],
+           "len": [np.zeros(n, np.int32) for _ in range(3)], "state": np.zeros(6, np.int64)}
     offsets = np.cumsum([0] + [len(f) for f in frames[:-1]]).astype(np.int64)
-    stop, why = ft.run(b"".join(frames), offsets, np.array([len(f) for f in frames], np.int64),
+    buffer = b"".join(frames)
+    stop, why = ft.run(buffer, offsets, np.array([len(f) for f in frames], np.int64),
                        np.array(stamps, np.float64), 101, 0, horizon, out["verdicts"], out["reasons"], out["bufs"],
-                       out["idx"], out["off"], out["len"], out["state"])
+                       out["idx"], out["off"], out["src"], out["head"], out["len"], out["state"])
+    out["taps"] = []
+    for t in range(3):
+        rows = int(out["state"][3 + t])
+        joined, offs = _core.flow_gather(out["bufs"][t], buffer, out["idx"][t][:rows], out["off"][t][:rows],
+                                         out["src"][t][:rows], out["head"][t][:rows], out["len"][t][:rows])
+        lens = out["len"][t][:rows]
+        out["taps"].append([joined[o : o + n].tobytes() for o, n in zip(offs.tolist(), lens.tolist())])
     return stop, why, out
 
 
@@ -108,17 +118,16 @@ def test_fast_path_forwards_a_learned_kind_rewrites_and_counts():
     pkt = out_pkt(0x18)
     stop, why, out = run(ft, [pkt, pkt], [10.0, 11.5])
     assert (stop, why) == (2, "end")
-    lam = out["bufs"][0][: len(pkt)].tobytes()
-    eni = out["bufs"][1][: len(pkt)].tobytes()
-    inet = out["bufs"][2][: len(pkt)].tobytes()
-    assert lam == pkt
+    lam, eni, inet = (out["taps"][t][0] for t in range(3))
+    assert out["taps"][0] == [pkt, pkt] and out["head"][0][0] == 0  # the input itself: not copied
     want_eni = bytearray(pkt)
     checksum.rewrite_src(want_eni, checksum._packet.parse(pkt), ENI, 2000)
     assert eni == bytes(want_eni) and checksum.verify(eni)
     want_inet = bytearray(want_eni)
     checksum.rewrite_src(want_inet, checksum._packet.parse(bytes(want_eni)), NAT, 6000)
     assert inet == bytes(want_inet) and checksum.verify(inet)
-    assert list(out["state"]) == [2 * len(pkt)] * 3 + [2, 2, 2]
+    assert out["taps"][1] == [eni, eni] and out["taps"][2] == [inet, inet]
+    assert list(out["state"]) == [0, 2 * 40, 2 * 40, 2, 2, 2]  # headers only (IPv4 20 + TCP 20)
     got = ft.get(idx)
     assert got["packets"] == (2, 0) and got["bytes"] == (2 * len(pkt), 0) and got["tcp_flags"] == (0x18, 0)
     assert got["expires"] == 11.5 + 432000 and got["last_seen"] == 11.5
@@ -177,7 +186,7 @@ def test_reply_counters_belong_to_one_reply_kind_at_a_time():
     vpc_view = build_packet(4, REMOTE, ENI, 6, 5432, 2000, 0x10)
     stop, why, out = run(ft, [vpc_view, sandbox_view], [1.0, 2.0])
     assert (stop, why) == (1, "unlearned")
-    lam = out["bufs"][0][: len(vpc_view)].tobytes()
+    lam = out["taps"][0][0]
     want = bytearray(vpc_view)
     checksum.rewrite_dst(want, checksum._packet.parse(vpc_view), SANDBOX, 40000)
     assert lam == bytes(want)
@@ -219,4 +228,71 @@ def test_frames_outside_the_buffer_are_refused():
         ft.run(b"abc", np.array([2], np.int64), np.array([5], np.int64), np.zeros(1), 101, 0, float("inf"),
                np.zeros(n, np.uint8), np.zeros(n, np.uint8), [np.zeros(8, np.uint8)] * 3,
                [np.zeros(n, np.int64)] * 3, [np.zeros(n, np.int64)] * 3, [np.zeros(n, np.int64)] * 3,
-               np.zeros(6, np.int64))
+               [np.zeros(n, np.int32)] * 3, [np.zeros(n, np.int32)] * 3, np.zeros(6, np.int64))
+
+
+# --- the fast path's own parser and rewrite: the same results as the general ones ----------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_PARSED_FIELDS = (6, 7, 8, 10, 11, 12, 3, 9, 4)  # _core.parse tuple: src dst proto sport dport flags l3 l4 ip_len
+
+
+def _frames():
+    tcp = build_packet(4, SANDBOX, REMOTE, 6, 40000, 5432, 0x18, payload=b"x" * 30)
+    udp = build_packet(4, SANDBOX, REMOTE, 17, 5000, 53, payload=b"q" * 12)
+    ether = bytes(12) + b"\x08\x00"
+    return st.sampled_from([(tcp, 101), (udp, 101), (tcp, 228), (ether + tcp, 1), (ether + udp, 1),
+                            (udp, 113), (tcp, 229)])
+
+
+@settings(max_examples=400, deadline=None)
+@given(frame=_frames(), edits=st.lists(st.tuples(st.integers(0, 80), st.integers(0, 255)), max_size=4),
+       cut=st.integers(0, 90))
+def test_fast_parser_accepts_only_what_the_parser_accepts_with_the_same_fields(frame, edits, cut):
+    data, lt = frame
+    buf = bytearray(data)
+    for at, value in edits:
+        if at < len(buf):
+            buf[at] = value
+    buf = bytes(buf[: len(buf) - cut if cut < len(buf) else len(buf)])
+    fast = _core.flow_parse4(buf, lt)
+    full = _core.parse(buf, lt)
+    takes = full[0] and full[5] == 4 and not full[13] and full[9] >= 0 and full[8] in (6, 17)
+    if fast is None:
+        # only frames the fast path could not take anyway, or link types it leaves to the parser
+        assert not takes or lt not in (1, 101, 228)
+    else:
+        assert takes and fast == tuple(full[k] for k in _PARSED_FIELDS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(proto=st.sampled_from([6, 17]), kind=st.sampled_from([OUT, REPLY, VPC]), nat=st.booleans(),
+       port=st.integers(0, 65535), addr=st.integers(0, 2**32 - 1), zero_udp_sum=st.booleans(),
+       payload=st.binary(max_size=40))
+def test_render_equals_the_reference_rewrites(proto, kind, nat, port, addr, zero_udp_sum, payload):
+    ft = table()
+    idx = ft.alloc(proto)
+    ft.set(idx, 0, 1e9, 0.0, (SANDBOX, REMOTE, addr, NAT if nat else 0), (port, 5432, (port * 7) % 65536,
+           6000 if nat else 0), False, nat, 0)
+    ft.learn(idx, kind, _core.FLOW_K_ENI | _core.FLOW_K_INET | (_core.FLOW_K_NATRW if nat else 0), 0)
+    if kind == OUT:
+        pkt = build_packet(4, SANDBOX, REMOTE, proto, port, 5432, 0x10, payload=payload)
+    elif kind == REPLY:
+        pkt = build_packet(4, REMOTE, SANDBOX, proto, 5432, port, 0x10, payload=payload)
+    else:
+        pkt = build_packet(4, REMOTE, addr, proto, 5432, (port * 7) % 65536, 0x10, payload=payload)
+    if proto == 17 and zero_udp_sum:
+        pkt = pkt[:26] + b"\0\0" + pkt[28:]
+    lam, eni, inet = ft.render(idx, kind, pkt, 20)
+
+    def rw(data, dst, ip, p):
+        buf = bytearray(data)
+        (checksum.rewrite_dst if dst else checksum.rewrite_src)(buf, checksum._packet.parse(bytes(data)), ip, p)
+        return bytes(buf)
+
+    if kind == VPC:
+        want = (rw(pkt, True, SANDBOX, port), pkt, rw(pkt, True, NAT, 6000) if nat else pkt)
+    else:
+        e = rw(pkt, kind == REPLY, addr, (port * 7) % 65536)
+        want = (pkt, e, rw(e, kind == REPLY, NAT, 6000) if nat else e)
+    assert (lam, eni, inet) == want
