@@ -22,8 +22,14 @@ Blocks
     index in ``targets``, the tuple of target ids), ``state`` (uint8: 0 active, 1 blackhole),
     ``route`` (int32, index in ``RouteTable.routes``). A prefix-list route becomes one row per CIDR
     of the list. Rows are in decision order: IPv4 before IPv6, longest prefix first, and on an
-    equal prefix a CIDR route before a prefix-list route (AWS: "static CIDR beats static
-    prefix-list route"), then the table's own order. The first matching row is the route AWS uses.
+    equal prefix a static CIDR route, then a prefix-list route (lowest prefix-list id first), then
+    a propagated route (AWS: "static CIDR beats static prefix-list route beats propagated"), then
+    the table's own order. The first matching row is the route AWS uses.
+
+``CompiledModel.exempt`` (prefix columns, all host routes)
+    The addresses no security group or NACL filters [AWS-FACTS 2, 3, 7]: Amazon DNS (each VPC's
+    base + 2, 169.254.169.253, fd00:ec2::253), instance metadata, Time Sync and every subnet's
+    router (base + 1). (DHCP, UDP ports 67/68, is exempt too: a port test, not an address.)
 
 :class:`NaclTables` (owner = ``2 * acl + egress``)
     ``rule`` (int32 rule number), ``allow`` (uint8), ``proto`` (int16, -1 all), prefix columns,
@@ -223,6 +229,7 @@ class CompiledModel:
     security_groups: SgTables
     subnets: SubnetTable
     generation: int = 0
+    exempt: Optional[dict] = None  # prefix columns of the exempt host addresses (see above)
 
 
 def compile_model(model: VpcModel, extra_members: Optional[Mapping[str, Iterable[IPAddress | str]]] = None,
@@ -235,7 +242,19 @@ def compile_model(model: VpcModel, extra_members: Optional[Mapping[str, Iterable
     nacls = _compile_nacls(model)
     groups = _compile_groups(model, extra)
     subnets = _compile_subnets(model, routes, nacls)
-    return CompiledModel(routes=routes, nacls=nacls, security_groups=groups, subnets=subnets, generation=generation)
+    return CompiledModel(routes=routes, nacls=nacls, security_groups=groups, subnets=subnets, generation=generation,
+                         exempt=_compile_exempt(model))
+
+
+def _compile_exempt(model: VpcModel) -> dict:
+    from hyperplane import limits
+
+    addresses = {ipaddress.ip_address(a) for a in (limits.AMAZON_DNS_LINK_LOCAL, limits.INSTANCE_METADATA,
+                                                   limits.TIME_SYNC, limits.AMAZON_DNS_IPV6)}
+    addresses.update(vpc.amazon_dns for vpc in model.vpcs.values())
+    addresses.update(subnet.router for subnet in model.subnets.values())
+    rows = [_prefix_row(ipaddress.ip_network(a)) for a in sorted(addresses, key=lambda a: (a.version, int(a)))]
+    return _columns(rows, _PREFIX_DTYPES)
 
 
 def _compile_routes(model: VpcModel) -> RouteTables:
@@ -250,13 +269,22 @@ def _compile_routes(model: VpcModel) -> RouteTables:
                 row.update(kind=TARGET_KIND_CODES[route.target_kind],
                            target=targets.setdefault(route.target_id, len(targets)),
                            state=ROUTE_BLACKHOLE if route.state == "blackhole" else ROUTE_ACTIVE, route=position,
-                           _order=(net.version, -net.prefixlen, route.destination is None, position))
+                           _order=(net.version, -net.prefixlen, *_route_rank(route), position))
                 rows.append(row)
         rows.sort(key=lambda r: r["_order"])
         blocks.append(rows)
     compiled = RouteTables.build(tuple(model.route_tables), blocks)
     compiled.targets = tuple(targets)
     return compiled
+
+
+def _route_rank(route) -> tuple[int, str]:
+    """AWS priority among routes of the same prefix [AWS-FACTS 4], as the reference applies it: a
+    static CIDR route (0) beats a prefix-list route (1), which beats a propagated route (2); between
+    prefix lists the lowest prefix-list id wins (AWS "randomly chooses"; documented choice)."""
+    if route.destination is None:
+        return 1, route.prefix_list_id or ""
+    return (2 if route.origin == "EnableVgwRoutePropagation" else 0), ""
 
 
 def _compile_nacls(model: VpcModel) -> NaclTables:
