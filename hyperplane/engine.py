@@ -43,7 +43,8 @@ class EngineOptions:
     - ``tcp_strict``: refuse mid-stream TCP pickup and invalid transitions (``invalid-state``);
     - ``flow_log_interval`` (600 or 60 s) and ``flow_log_fields`` (default format or custom);
     - ``enis_per_vpc``: the Lambda ENI quota per VPC (250);
-    - ``nat_idle_timeout`` (350 s) and ``nat_connections_per_destination`` (55,000) [AWS-FACTS 5];
+    - ``nat_idle_timeout`` (350 s), ``nat_connections_per_destination`` (55,000) and
+      ``nat_port_range`` (1024-65535) of the NAT gateways [AWS-FACTS 5];
     - ``max_connections``: tracked connections before ``conntrack-full`` (None: unlimited).
     """
 
@@ -57,6 +58,7 @@ class EngineOptions:
     enis_per_vpc: int = limits.ENIS_PER_VPC
     nat_idle_timeout: float = limits.NAT_IDLE_TIMEOUT
     nat_connections_per_destination: int = limits.NAT_CONNECTIONS_PER_DESTINATION
+    nat_port_range: tuple[int, int] = limits.NAT_PORT_RANGE
     max_connections: Optional[int] = None
 
     def __post_init__(self) -> None:
@@ -64,6 +66,10 @@ class EngineOptions:
         if not (1 <= int(lo) <= int(hi) <= 65535):
             raise ValueError(f"port_range {lo}-{hi}: ports must satisfy 1 <= low <= high <= 65535")
         object.__setattr__(self, "port_range", (int(lo), int(hi)))
+        nlo, nhi = self.nat_port_range
+        if not (1 <= int(nlo) <= int(nhi) <= 65535):
+            raise ValueError(f"nat_port_range {nlo}-{nhi}: ports must satisfy 1 <= low <= high <= 65535")
+        object.__setattr__(self, "nat_port_range", (int(nlo), int(nhi)))
         overrides = {}
         for key, value in dict(self.timeouts).items():
             name = key.value if isinstance(key, limits.Timeout) else str(key)

@@ -23,3 +23,18 @@ def real_pcaps_dir():
     if not os.path.isdir(REAL_PCAPS):
         pytest.skip("../shared/pcaps/real is not present beside the checkout")
     return REAL_PCAPS
+
+
+@pytest.fixture(params=["compiled", "python"])
+def io_backend(request, monkeypatch):
+    """Run a capture I/O test with the compiled record scanners and builder (``hyperplane._core``,
+    ext/scan.pxi) and again with their pure-Python twins."""
+    import hyperplane.io.capture as capture_module
+    import hyperplane.io.writer as writer_module
+
+    if request.param == "python":
+        monkeypatch.setattr(capture_module, "_native", None)
+        monkeypatch.setattr(writer_module, "_native", None)
+    elif capture_module._native is None or writer_module._native is None:
+        pytest.skip("hyperplane._core has no record scanner (the extension is not built)")
+    return request.param

@@ -30,9 +30,11 @@ from hyperplane.limits import ENI_CAPACITY, FLOW_LOG_INTERVAL
 @click.option("--port-range", default="1024-65535", show_default=True, help="Source ports of the ENIs.")
 @click.option("--tcp-strict", is_flag=True, help="Refuse mid-stream TCP pickup and invalid transitions.")
 @click.option("--backend", type=click.Choice(["auto", "core", "reference"]), default="auto", show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes, sharded by flow (docs/scaling.md).")
 @click.option("--quiet", "-q", is_flag=True, help="No summary table on stdout.")
 def command(capture, vpc_paths, sandbox_specs, tap_specs, drops_path, flow_logs_path, flow_log_interval,
-            summary_path, eni_capacity, port_range, tcp_strict, backend, quiet):
+            summary_path, eni_capacity, port_range, tcp_strict, backend, workers, quiet):
     """Replay CAPTURE (pcap or pcapng, as the sandboxes saw it) against a VPC configuration."""
     from hyperplane.replay import ReplayConfig, run_replay
 
@@ -58,7 +60,15 @@ def command(capture, vpc_paths, sandbox_specs, tap_specs, drops_path, flow_logs_
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CaptureTruncatedWarning)
         try:
-            summary = run_replay(config)
+            if workers > 1:
+                from hyperplane.parallel import ShardingError, run_parallel_replay
+
+                try:
+                    summary = run_parallel_replay(config, workers)
+                except ShardingError as err:  # a capacity or port range too small to split
+                    raise UserError(str(err)) from None
+            else:
+                summary = run_replay(config)
         except CaptureFormatError as err:
             raise CaptureError(str(err)) from None
         except OSError as err:

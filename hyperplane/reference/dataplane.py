@@ -26,7 +26,7 @@ import struct
 import types
 from typing import Optional
 
-from hyperplane import limits, packet as pk
+from hyperplane import packet as pk
 from hyperplane.checksum import checksum, ones_sum
 from hyperplane.codes import DropReason, Verdict
 from hyperplane.control import ControlOptions, ControlPlane
@@ -820,7 +820,7 @@ class Dataplane:
         pool = self._nat_pools.get((nat.id, public))
         if pool is None:
             addresses = [int(a) for a in nat.public_ips] if public else [nat_priv]
-            lo, hi = limits.NAT_PORT_RANGE
+            lo, hi = self.options.nat_port_range
             pool = self._nat_pools[(nat.id, public)] = NatPortPool(
                 addresses, lo, hi, self.options.nat_connections_per_destination, self.options.seed)
         path.nat_pool = pool

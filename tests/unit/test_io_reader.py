@@ -26,19 +26,8 @@ from hyperplane.io import (
 NS = 1_000_000_000
 
 
-@pytest.fixture(autouse=True, params=["compiled", "python"])
-def io_backend(request, monkeypatch):
-    """Every test here runs with the compiled record scanners and builder (``hyperplane._core``,
-    ext/scan.pxi) and with their pure-Python twins."""
-    import hyperplane.io.capture as capture_module
-    import hyperplane.io.writer as writer_module
-
-    if request.param == "python":
-        monkeypatch.setattr(capture_module, "_native", None)
-        monkeypatch.setattr(writer_module, "_native", None)
-    elif capture_module._native is None or writer_module._native is None:
-        pytest.skip("hyperplane._core has no record scanner (the extension is not built)")
-    return request.param
+# Every test here runs with the compiled record scanners and with their pure-Python twins.
+pytestmark = pytest.mark.usefixtures("io_backend")
 
 
 # ---------------------------------------------------------------------------------------------

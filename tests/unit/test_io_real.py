@@ -17,19 +17,8 @@ FIXTURES = os.path.join(HERE, "..", "fixtures", "pcaps")
 INT64_MAX = (1 << 63) - 1
 
 
-@pytest.fixture(autouse=True, params=["compiled", "python"])
-def io_backend(request, monkeypatch):
-    """Every test here runs with the compiled record scanners and builder (``hyperplane._core``,
-    ext/scan.pxi) and with their pure-Python twins."""
-    import hyperplane.io.capture as capture_module
-    import hyperplane.io.writer as writer_module
-
-    if request.param == "python":
-        monkeypatch.setattr(capture_module, "_native", None)
-        monkeypatch.setattr(writer_module, "_native", None)
-    elif capture_module._native is None or writer_module._native is None:
-        pytest.skip("hyperplane._core has no record scanner (the extension is not built)")
-    return request.param
+# Every test here runs with the compiled record scanners and with their pure-Python twins.
+pytestmark = pytest.mark.usefixtures("io_backend")
 
 
 def _manifest(folder, name):

@@ -1,0 +1,1 @@
+"""Benchmarks of hyperplane (see README.md): a small runner and one module per topic."""
