@@ -74,7 +74,19 @@
 #define HP_NSTATES 10
 #define HP_UDP_STREAM 2
 
-#define HP_PREFETCH 4 /* packets ahead whose headers hp_flow_run prefetches */
+/* hp_flow_run's software pipeline (as VPP's): for packet i + HP_PIPE it parses the headers and
+ * hashes the 5-tuple, prefetching the index slot; for packet i + HP_PIPE / 2 it reads that slot
+ * and prefetches the entry; then it processes packet i. Only that last stage changes anything;
+ * the first two read the input buffer and the index (which hp_flow_run never changes) and
+ * prefetch, so a stop at packet i leaves every later packet untouched. Headers are prefetched
+ * HP_PIPE packets before stage 1 reads them. */
+#ifndef HP_PIPE
+#define HP_PIPE 6
+#endif
+#define HP_RING 32 /* > HP_PIPE, a power of two */
+#if HP_PIPE < 2 || HP_PIPE >= HP_RING
+#error "HP_PIPE must be in [2, HP_RING)"
+#endif
 
 /* why hp_flow_run stopped */
 enum {
@@ -252,11 +264,10 @@ static inline int hp_flow_rehash(hp_flow_table *t, uint64_t nslots)
     return 0;
 }
 
-/* The slot holding this 5-tuple, or -1. */
-static inline int64_t hp_flow_find(const hp_flow_table *t, uint32_t src, uint32_t dst, uint16_t sport,
-                                   uint16_t dport, uint8_t proto)
+/* The slot holding this 5-tuple, whose hp_flow_hash() is h, or -1. */
+static inline int64_t hp_flow_find_h(const hp_flow_table *t, uint64_t h, uint32_t src, uint32_t dst,
+                                     uint16_t sport, uint16_t dport, uint8_t proto)
 {
-    uint64_t h = hp_flow_hash(src, dst, sport, dport, proto);
     uint64_t i = h & t->mask;
     uint32_t tag = (uint32_t)(h >> 32);
     const hp_slot *slots = t->slots;
@@ -274,6 +285,13 @@ static inline int64_t hp_flow_find(const hp_flow_table *t, uint32_t src, uint32_
         }
         i = (i + 1) & t->mask;
     }
+}
+
+/* The slot holding this 5-tuple, or -1. */
+static inline int64_t hp_flow_find(const hp_flow_table *t, uint32_t src, uint32_t dst, uint16_t sport,
+                                   uint16_t dport, uint8_t proto)
+{
+    return hp_flow_find_h(t, hp_flow_hash(src, dst, sport, dport, proto), src, dst, sport, dport, proto);
 }
 
 /* Empty slot i and close the gap (backward-shift deletion). */
@@ -572,45 +590,112 @@ typedef struct hp_batch {
 /* Process packets start.. of the batch on the fast path; returns the index of the first packet
  * it cannot handle (count when it handled them all) and its stop code in *why. Frames must lie
  * inside the buffer (the caller checks). */
+/* Stage 1 for packet j: the fast parser's fields and the 5-tuple's hash (pre->ok = 0: the frame
+ * is out of bounds or not for hp_flow_parse4; stage 3 then does what it always did). */
+static inline void hp_flow_stage1(const hp_flow_table *t, const hp_batch *b, int64_t j, int64_t count, hp_pkt *p,
+                                  uint64_t *h, int *ok)
+{
+    int64_t off = b->offs[j], flen = b->lens[j];
+#if defined(__GNUC__)
+    if (j + HP_PIPE < count) { /* the headers of a packet further ahead: a stride the hardware misses */
+        int64_t ahead = b->offs[j + HP_PIPE];
+        if (ahead >= 0 && ahead < b->size) {
+            __builtin_prefetch(b->buf + ahead);
+            if (ahead + 63 < b->size)
+                __builtin_prefetch(b->buf + ahead + 63);
+        }
+    }
+#endif
+    *ok = 0;
+    if (off < 0 || flen < 0 || off > b->size || flen > b->size - off)
+        return;
+    if (!hp_flow_parse4(b->buf + off, flen, b->lts ? b->lts[j] : b->lt, p))
+        return;
+    *h = hp_flow_hash((uint32_t)p->src_lo, (uint32_t)p->dst_lo, p->sport, p->dport, p->proto);
+    *ok = 1;
+#if defined(__GNUC__)
+    __builtin_prefetch(&t->slots[*h & t->mask]);
+#endif
+}
+
+/* Stage 2: the first slot of the probe with the hash's tag; prefetch its entry. */
+static inline void hp_flow_stage2(const hp_flow_table *t, uint64_t h)
+{
+#if defined(__GNUC__)
+    uint64_t i = h & t->mask;
+    uint32_t tag = (uint32_t)(h >> 32);
+    int n;
+    for (n = 0; n < 4; n++) {
+        uint32_t ref = t->slots[i].ref;
+        if (!ref)
+            return;
+        if (t->slots[i].tag == tag) {
+            const char *c = (const char *)&t->conns[(ref >> 2) - 1];
+            __builtin_prefetch(c);
+            __builtin_prefetch(c + sizeof(hp_conn) - 1);
+            return;
+        }
+        i = (i + 1) & t->mask;
+    }
+#else
+    (void)t; (void)h;
+#endif
+}
+
+/* Process packets start.. of the batch on the fast path; returns the index of the first packet
+ * it cannot handle (count when it handled them all) and its stop code in *why. Frames must lie
+ * inside the buffer (the caller checks). */
 static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, int64_t count, double horizon,
                                   int *why)
 {
-    int64_t i;
+    int64_t i, staged = start, probed = start;
     /* the flow-log window of the last packet: [win_lo, win_lo + interval) seconds */
     int64_t win_lo = 0, win_hi = -1;
     uint32_t win = 0;
+    hp_pkt ring[HP_RING];
+    uint64_t hash[HP_RING];
+    int ok[HP_RING];
     for (i = start; i < count; i++) {
-        hp_pkt p;
+        hp_pkt *pp;
         const uint8_t *frame;
         double ts = b->ts[i], new_exp;
         int64_t slot, second, l4, len, head, off = b->offs[i], flen = b->lens[i];
+        uint64_t h;
         uint32_t ref, idx;
-        int k, dir, tcp_refresh = 0, tp;
+        int k, dir, tcp_refresh = 0, tp, r = (int)(i & (HP_RING - 1));
         uint8_t new_state, kflags;
         unsigned same, emit;
         hp_conn *c;
         const uint8_t *ip;
 
+        for (; staged < count && staged <= i + HP_PIPE; staged++) {
+            int q = (int)(staged & (HP_RING - 1));
+            hp_flow_stage1(t, b, staged, count, &ring[q], &hash[q], &ok[q]);
+        }
+        for (; probed < staged && probed <= i + HP_PIPE / 2; probed++) {
+            int q = (int)(probed & (HP_RING - 1));
+            if (ok[q])
+                hp_flow_stage2(t, hash[q]);
+        }
+        pp = &ring[r];
         if (off < 0 || flen < 0 || off > b->size || flen > b->size - off) {
             *why = HP_STOP_BOUNDS; return i;
         }
-#if defined(__GNUC__)
-        if (i + HP_PREFETCH < count) { /* the headers of a packet a few ahead: a stride the hardware misses */
-            int64_t ahead = b->offs[i + HP_PREFETCH];
-            if (ahead >= 0 && ahead < b->size)
-                __builtin_prefetch(b->buf + ahead);
-        }
-#endif
         if (!(ts < horizon)) { *why = HP_STOP_HORIZON; return i; }
         if (ts < t->now || !(ts >= 0)) { *why = HP_STOP_TIME; return i; }
         frame = b->buf + off;
-        if (!hp_flow_parse4(frame, flen, b->lts ? b->lts[i] : b->lt, &p)) {
-            hp_parse(flen ? frame : NULL, (size_t)flen, b->lts ? b->lts[i] : b->lt, &p);
-            if (!p.ok || p.version != 4 || p.fragment || p.l4 < 0 || (p.proto != 6 && p.proto != 17)) {
-                *why = HP_STOP_PARSE; return i;
+        if (ok[r]) { /* stage 1 ran hp_flow_parse4 on these bytes: the same fields */
+            h = hash[r];
+        } else {
+            if (!hp_flow_parse4(frame, flen, b->lts ? b->lts[i] : b->lt, pp)) {
+                hp_parse(flen ? frame : NULL, (size_t)flen, b->lts ? b->lts[i] : b->lt, pp);
+                if (!pp->ok || pp->version != 4 || pp->fragment || pp->l4 < 0 || (pp->proto != 6 && pp->proto != 17)) {
+                    *why = HP_STOP_PARSE; return i;
+                }
             }
+            h = hp_flow_hash((uint32_t)pp->src_lo, (uint32_t)pp->dst_lo, pp->sport, pp->dport, pp->proto);
         }
-        slot = hp_flow_find(t, (uint32_t)p.src_lo, (uint32_t)p.dst_lo, p.sport, p.dport, p.proto);
+        slot = hp_flow_find_h(t, h, (uint32_t)pp->src_lo, (uint32_t)pp->dst_lo, pp->sport, pp->dport, pp->proto);
         if (slot < 0) { *why = HP_STOP_MISS; return i; }
         ref = t->slots[slot].ref;
         idx = (ref >> 2) - 1;
@@ -638,8 +723,8 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
         /* the state machine: decide everything before changing anything */
         new_state = c->state;
         new_exp = c->expires;
-        if (p.proto == 6) {
-            uint8_t cell = t->tcp[dir][t->fclass[p.tcp_flags]][c->state];
+        if (pp->proto == 6) {
+            uint8_t cell = t->tcp[dir][t->fclass[pp->tcp_flags]][c->state];
             if (cell == HP_TCP_IV) {
                 if (t->strict) { *why = HP_STOP_TCP; return i; }
             } else if (cell != HP_TCP_IG) {
@@ -662,12 +747,12 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
             new_exp = ts + t->udp_timeout[new_state];
             if (new_exp < c->expires) { *why = HP_STOP_TCP; return i; }
         }
-        len = p.ip_len;
+        len = pp->ip_len;
         if (c->pkts[dir] == 0xFFFFFFFFu || (uint64_t)c->bytes[dir] + (uint64_t)len > 0xFFFFFFFFull) {
             *why = HP_STOP_OVERFLOW; return i;
         }
-        l4 = p.l4 - p.l3;
-        head = hp_flow_head(l4, p.proto);
+        l4 = pp->l4 - pp->l3;
+        head = hp_flow_head(l4, pp->proto);
         same = hp_flow_same(c, k);
         emit = (1u << HP_TAP_LAMBDA) | ((kflags & HP_K_ENI) ? 1u << HP_TAP_ENI : 0u)
                | ((kflags & HP_K_INET) ? 1u << HP_TAP_INET : 0u);
@@ -677,7 +762,7 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
             }
         if (hp_flow_mark_dirty(t, idx) != 0) { *why = HP_STOP_SPACE; return i; }
         /* commit */
-        if (p.proto == 17) {
+        if (pp->proto == 17) {
             if (dir) {
                 if (!(c->bits & HP_C_LASTREPLY))
                     c->exchanges++;
@@ -691,12 +776,12 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
         c->last_seen = ts;
         c->pkts[dir]++;
         c->bytes[dir] += (uint32_t)len;
-        c->raw_flags[dir] |= p.tcp_flags;
-        c->aws_flags[dir] |= t->awsmap[p.tcp_flags];
+        c->raw_flags[dir] |= pp->tcp_flags;
+        c->aws_flags[dir] |= t->awsmap[pp->tcp_flags];
         c->end_off[dir] = (uint16_t)(second - win_lo);
         t->now = ts;
         t->fast_packets++;
-        ip = frame + p.l3;
+        ip = frame + pp->l3;
         {
             uint8_t *outs[HP_NTAPS];
             for (tp = 0; tp < HP_NTAPS; tp++)
@@ -708,7 +793,7 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
                     continue;
                 r = b->tap_n[tp]++;
                 b->tap_idx[tp][r] = i;
-                b->tap_src[tp][r] = off + p.l3;
+                b->tap_src[tp][r] = off + pp->l3;
                 b->tap_len[tp][r] = (int32_t)len;
                 if ((same >> tp) & 1u) {
                     b->tap_off[tp][r] = 0;

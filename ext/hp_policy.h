@@ -57,12 +57,31 @@ typedef struct {
     uint32_t start, end;
 } hp_pol_seg;
 
+/* Port index of one TCP or UDP segment of a group set (hp_sg_index_build).  The port line is cut
+ * at every rule's port_lo and port_hi + 1 into `nbrk` + 1 intervals; interval j holds, in
+ * position order, the rows of the segment whose port range covers it (u32[off + j] ..
+ * u32[off + j + 1] - 1 index u32[]: positions relative to the segment's start).  Rows of protocol
+ * "all" are listed once (u32[all .. all + n_all - 1]).  indexed == 0: scan the segment. */
+typedef struct {
+    uint32_t indexed;
+    uint32_t nbrk;   /* breakpoints: brk[brk_at .. brk_at + nbrk - 1], ascending */
+    uint32_t brk_at;
+    uint32_t off;    /* nbrk + 2 absolute offsets into u32 */
+    uint32_t all, n_all;
+} hp_sg_ix;
+
 typedef struct {
     /* security groups: rows of every registered group set; segs[set * 12 + seg] */
     hp_pol_rule *sg_rows;
     size_t sg_n, sg_cap;
     hp_pol_seg *sg_segs;
     uint32_t n_sets, sets_cap;
+    /* port indexes: ix[set * 12 + seg] (TCP and UDP segments), and their pools */
+    hp_sg_ix *sg_ix;
+    int32_t *sg_ix_brk;
+    size_t sg_ix_brk_n, sg_ix_brk_cap;
+    uint32_t *sg_ix_u32;
+    size_t sg_ix_u32_n, sg_ix_u32_cap;
     /* network ACLs: segs[acl * 12 + seg] */
     hp_pol_rule *nacl_rows;
     hp_pol_seg *nacl_segs;
@@ -124,8 +143,43 @@ static inline int32_t hp_pol_first(const hp_pol_rule *rows, hp_pol_seg seg, int 
 static inline int32_t hp_sg_match(const hp_policy *p, uint32_t set, int egress, int proto,
                                   int version, uint64_t hi, uint64_t lo, int port)
 {
-    hp_pol_seg seg = p->sg_segs[set * HP_POL_SEGS_PER_OWNER + hp_pol_seg_index(egress, version, proto)];
-    int32_t row = hp_pol_first(p->sg_rows, seg, proto, hi, lo, port);
+    uint32_t k = set * HP_POL_SEGS_PER_OWNER + hp_pol_seg_index(egress, version, proto);
+    hp_pol_seg seg = p->sg_segs[k];
+    const hp_sg_ix *ix = &p->sg_ix[k];
+    int32_t row;
+    if (ix->indexed && (proto == 6 || proto == 17)) {
+        /* the lowest position among the rows covering the port and those of protocol "all" */
+        const hp_pol_rule *rows = p->sg_rows + seg.start;
+        const int32_t *brk = p->sg_ix_brk + ix->brk_at;
+        const uint32_t *u = p->sg_ix_u32;
+        const uint32_t *e, *ee, *a, *ae;
+        uint32_t lo_i = 0, n = ix->nbrk, best = UINT32_MAX;
+        while (n > 0) {  /* lo_i = number of breakpoints <= port: the port's interval */
+            uint32_t half = n / 2;
+            if (brk[lo_i + half] <= port) {
+                lo_i += half + 1;
+                n -= half + 1;
+            } else {
+                n = half;
+            }
+        }
+        e = u + u[ix->off + lo_i];
+        ee = u + u[ix->off + lo_i + 1];
+        for (; e < ee; e++)
+            if (hp_pol_addr_in(&rows[*e], hi, lo)) {
+                best = *e;
+                break;
+            }
+        a = u + ix->all;
+        ae = a + ix->n_all;
+        for (; a < ae && *a < best; a++)
+            if (hp_pol_addr_in(&rows[*a], hi, lo)) {
+                best = *a;
+                break;
+            }
+        return best == UINT32_MAX ? -1 : rows[best].id;
+    }
+    row = hp_pol_first(p->sg_rows, seg, proto, hi, lo, port);
     return row < 0 ? -1 : p->sg_rows[row].id;
 }
 
@@ -184,6 +238,9 @@ static inline void hp_policy_free(hp_policy *p)
 {
     free(p->sg_rows);
     free(p->sg_segs);
+    free(p->sg_ix);
+    free(p->sg_ix_brk);
+    free(p->sg_ix_u32);
     free(p->nacl_rows);
     free(p->nacl_segs);
     free((void *)p->lpm4);
@@ -195,8 +252,145 @@ static inline void hp_policy_free(hp_policy *p)
     memset(p, 0, sizeof(*p));
 }
 
-/* Appends a group set: `n` rows and its 12 segments (offsets into `rows`).  Returns the set's
- * index, or -1 when out of memory. */
+static inline int hp_pol_cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static inline int hp_pol_grow(void **buf, size_t *cap, size_t need, size_t item)
+{
+    size_t c = *cap ? *cap : 256;
+    void *grown;
+    if (need <= *cap)
+        return 0;
+    while (c < need)
+        c *= 2;
+    grown = realloc(*buf, c * item);
+    if (grown == NULL)
+        return -1;
+    *buf = grown;
+    *cap = c;
+    return 0;
+}
+
+/* Number of breakpoints <= v. */
+static inline uint32_t hp_pol_upper(const int64_t *brk, uint32_t m, int64_t v)
+{
+    uint32_t lo = 0, n = m;
+    while (n > 0) {
+        uint32_t half = n / 2;
+        if (brk[lo + half] <= v) {
+            lo += half + 1;
+            n -= half + 1;
+        } else {
+            n = half;
+        }
+    }
+    return lo;
+}
+
+/* Builds the port index of the TCP or UDP segment of `n` rows (positions 0..n-1) into *ix.
+ * When the interval lists would hold more than 32 entries per row (deeply nested ranges),
+ * leaves the segment unindexed (scanned).  0, or -1 when out of memory. */
+static inline int hp_sg_index_build(hp_policy *p, hp_sg_ix *ix, const hp_pol_rule *rows, uint32_t n)
+{
+    int64_t *brk;
+    int64_t *cnt;
+    uint32_t *fill;
+    uint32_t i, m = 0, j, n_all = 0;
+    size_t total = 0;
+    int rc = -1;
+    memset(ix, 0, sizeof(*ix));
+    if (n < 8)
+        return 0;  /* a short scan is as fast */
+    brk = (int64_t *)malloc((size_t)2 * n * sizeof(int64_t));
+    if (brk == NULL)
+        return -1;
+    for (i = 0; i < n; i++) {
+        if (rows[i].proto < 0) {
+            n_all++;
+            continue;
+        }
+        if (rows[i].port_lo > rows[i].port_hi)
+            continue;  /* covers no port */
+        brk[m++] = rows[i].port_lo;
+        if (rows[i].port_hi < INT32_MAX)
+            brk[m++] = (int64_t)rows[i].port_hi + 1;
+    }
+    qsort(brk, m, sizeof(int64_t), hp_pol_cmp_i64);
+    for (i = 0, j = 0; i < m; i++)
+        if (j == 0 || brk[i] != brk[j - 1])
+            brk[j++] = brk[i];
+    m = j;
+    /* intervals 0..m: interval j = [brk[j-1], brk[j]) */
+    cnt = (int64_t *)calloc((size_t)m + 2, sizeof(int64_t));
+    fill = (uint32_t *)malloc(((size_t)m + 1) * sizeof(uint32_t));
+    if (cnt == NULL || fill == NULL)
+        goto out;
+    for (i = 0; i < n; i++) {
+        uint32_t a, b;
+        if (rows[i].proto < 0 || rows[i].port_lo > rows[i].port_hi)
+            continue;
+        a = hp_pol_upper(brk, m, rows[i].port_lo);
+        b = rows[i].port_hi < INT32_MAX ? hp_pol_upper(brk, m, (int64_t)rows[i].port_hi + 1) : m + 1;
+        cnt[a]++;
+        cnt[b]--;
+        total += b - a;
+    }
+    if (total > (size_t)32 * n + 4096) {
+        rc = 0;  /* unindexed */
+        goto out;
+    }
+    if (hp_pol_grow((void **)&p->sg_ix_brk, &p->sg_ix_brk_cap, p->sg_ix_brk_n + m, sizeof(int32_t)) != 0
+        || hp_pol_grow((void **)&p->sg_ix_u32, &p->sg_ix_u32_cap, p->sg_ix_u32_n + (m + 2) + total + n_all,
+                       sizeof(uint32_t)) != 0
+        || p->sg_ix_u32_n + (m + 2) + total + n_all > UINT32_MAX)
+        goto out;
+    ix->nbrk = m;
+    ix->brk_at = (uint32_t)p->sg_ix_brk_n;
+    for (j = 0; j < m; j++)
+        p->sg_ix_brk[p->sg_ix_brk_n + j] = (int32_t)brk[j];
+    p->sg_ix_brk_n += m;
+    ix->off = (uint32_t)p->sg_ix_u32_n;
+    {
+        uint32_t *u = p->sg_ix_u32;
+        uint32_t at = ix->off + m + 2;  /* entries follow the offsets */
+        int64_t run = 0;
+        for (j = 0; j <= m; j++) {
+            run += cnt[j];
+            u[ix->off + j] = at;
+            fill[j] = at;
+            at += (uint32_t)run;
+        }
+        u[ix->off + m + 1] = at;
+        for (i = 0; i < n; i++) {  /* in position order: every list ascending */
+            uint32_t a, b;
+            if (rows[i].proto < 0 || rows[i].port_lo > rows[i].port_hi)
+                continue;
+            a = hp_pol_upper(brk, m, rows[i].port_lo);
+            b = rows[i].port_hi < INT32_MAX ? hp_pol_upper(brk, m, (int64_t)rows[i].port_hi + 1) : m + 1;
+            for (j = a; j < b; j++)
+                u[fill[j]++] = i;
+        }
+        ix->all = at;
+        ix->n_all = n_all;
+        for (i = 0; i < n; i++)
+            if (rows[i].proto < 0)
+                u[at++] = i;
+        p->sg_ix_u32_n = at;
+    }
+    ix->indexed = 1;
+    rc = 0;
+out:
+    free(brk);
+    free(cnt);
+    free(fill);
+    return rc;
+}
+
+/* Appends a group set: `n` rows and its 12 segments (offsets into `rows`), and indexes its TCP
+ * and UDP segments by port.  Returns the set's index, or -1 when out of memory. */
 static inline int32_t hp_policy_add_sg_set(hp_policy *p, const hp_pol_rule *rows, size_t n, const hp_pol_seg *segs)
 {
     uint32_t k;
@@ -217,6 +411,12 @@ static inline int32_t hp_policy_add_sg_set(hp_policy *p, const hp_pol_rule *rows
         if (grown == NULL)
             return -1;
         p->sg_segs = grown;
+        {
+            hp_sg_ix *g = (hp_sg_ix *)realloc(p->sg_ix, (size_t)cap * HP_POL_SEGS_PER_OWNER * sizeof(hp_sg_ix));
+            if (g == NULL)
+                return -1;
+            p->sg_ix = g;
+        }
         p->sets_cap = cap;
     }
     if (n)
@@ -224,6 +424,15 @@ static inline int32_t hp_policy_add_sg_set(hp_policy *p, const hp_pol_rule *rows
     for (k = 0; k < HP_POL_SEGS_PER_OWNER; k++) {
         p->sg_segs[p->n_sets * HP_POL_SEGS_PER_OWNER + k].start = (uint32_t)p->sg_n + segs[k].start;
         p->sg_segs[p->n_sets * HP_POL_SEGS_PER_OWNER + k].end = (uint32_t)p->sg_n + segs[k].end;
+    }
+    for (k = 0; k < HP_POL_SEGS_PER_OWNER; k++) {
+        hp_sg_ix *ix = &p->sg_ix[p->n_sets * HP_POL_SEGS_PER_OWNER + k];
+        if (k % HP_POL_CLASSES == 2) {  /* other protocols: scanned */
+            memset(ix, 0, sizeof(*ix));
+            continue;
+        }
+        if (hp_sg_index_build(p, ix, p->sg_rows + p->sg_n + segs[k].start, segs[k].end - segs[k].start) != 0)
+            return -1;
     }
     p->sg_n += n;
     return (int32_t)p->n_sets++;

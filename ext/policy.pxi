@@ -34,8 +34,13 @@ cdef extern from "hp_policy.h" nogil:
         uint32_t start
         uint32_t end
 
+    ctypedef struct hp_sg_ix:
+        uint32_t indexed
+        uint32_t nbrk
+
     ctypedef struct hp_policy:
         hp_pol_rule *sg_rows
+        hp_sg_ix *sg_ix
         size_t sg_n
         hp_pol_seg *sg_segs
         uint32_t n_sets
@@ -410,6 +415,14 @@ cdef class Policy:
             with nogil:
                 hp_route_lookup_batch(&self._p, &t[0], &ver[0], &h[0], &l[0], &o[0], n)
         return out
+
+    def _port_indexed(self, int group_set, egress, int proto, int version=4):
+        """(indexed, breakpoints) of the port index of one list of a group set (tests)."""
+        if not 0 <= group_set < <int>self._p.n_sets:
+            raise IndexError(f"no group set {group_set}")
+        cdef hp_sg_ix *ix = &self._p.sg_ix[group_set * HP_POL_SEGS_PER_OWNER
+                                           + hp_pol_seg_index(1 if egress else 0, version, proto)]
+        return bool(ix.indexed), ix.nbrk
 
     @property
     def group_sets(self):

@@ -221,6 +221,52 @@ def test_udp_exchanges_and_stream_state():
     assert got["expires"] == 14 + 180
 
 
+@pytest.mark.parametrize("stop_case", ["miss", "malformed", "expired", "unlearned", "none"])
+@pytest.mark.parametrize("at", [0, 1, 3, 7, 8, 15, 16, 31, 32, 33, 60, 99])
+def test_pipelined_loop_stops_at_the_first_punt_and_touches_nothing_after_it(stop_case, at):
+    """hp_flow_run looks packets ahead (parse, hash, prefetch): a stop at packet `at` must leave
+    every later packet's entry as it was, whatever those packets are."""
+    ft = table(expected=64)
+    flows = 40
+    ids = [entry(ft, sandbox_port=41000 + f, expires=5.0 if f == 7 else 1000.0) for f in range(flows)]
+    for f, idx in enumerate(ids):
+        ft.learn(idx, OUT, _core.FLOW_K_ENI, 0)
+        ft.learn(idx, REPLY, _core.FLOW_K_ENI, 0)
+    ft.forget(ids[5], REPLY)  # keyed, not learned
+    frames, stamps, who = [], [], []
+    for i in range(100):
+        f = (i * 7) % flows
+        if f in (5, 7):
+            f += 1  # those flows carry only the stop packet
+        if i % 2:
+            frames.append(build_packet(4, REMOTE, SANDBOX, 6, 5432, 41000 + f, 0x10, payload=bytes(i)))
+        else:
+            frames.append(build_packet(4, SANDBOX, REMOTE, 6, 41000 + f, 5432, 0x18, payload=bytes(i)))
+        stamps.append(10.0 + i / 8)
+        who.append((f, i % 2))
+    if stop_case != "none":
+        frames[at] = {"miss": out_pkt(sport=39999), "malformed": out_pkt()[:30],
+                      "expired": out_pkt(sport=41007),
+                      "unlearned": build_packet(4, REMOTE, SANDBOX, 6, 5432, 41005, 0x10)}[stop_case]
+        who[at] = None
+    stop, why, out = run(ft, frames, stamps)
+    want_stop = 100 if stop_case == "none" else at
+    assert (stop, why) == (want_stop, "end" if stop_case == "none" else
+                           {"malformed": "parse"}.get(stop_case, stop_case))
+    assert list(out["state"][3:]) == [want_stop, want_stop, 0]
+    counts = {}
+    for w, frame in zip(who[:want_stop], frames[:want_stop]):
+        c = counts.setdefault(w[0], [0, 0, 0, 0])
+        c[w[1]] += 1
+        c[2 + w[1]] += len(frame)
+    for f, idx in enumerate(ids):
+        got = ft.get(idx)
+        c = counts.get(f, [0, 0, 0, 0])
+        assert got["packets"] == (c[0], c[1]) and got["bytes"] == (c[2], c[3]), f
+        assert got["dirty"] == (f in counts)
+    assert ft.take_fast_packets() == want_stop
+
+
 def test_frames_outside_the_buffer_are_refused():
     ft = table()
     with pytest.raises(ValueError):

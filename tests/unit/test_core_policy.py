@@ -397,3 +397,108 @@ def test_batch_broadcasts_scalars_and_checks_indexes():
     assert rows.tolist() == [pair.core.route_row(0, 4, 1)] * 3
     assert pair.core.route_lookup_batch(np.array([-1, 7, 0], dtype=np.int32), 4, 0, 5).tolist() == [-1, -1, rows[0]]
     assert pair.core.sg_allows_batch(-1, 1, 6, 4, 0, 5, 443).tolist() == [-1]
+
+
+# --- the port index (hp_sg_index_build): many rules per TCP/UDP list ----------------------------
+
+SG_PORTS = [0, 1, 21, 22, 23, 53, 80, 443, 1023, 1024, 8080, 65534, 65535]
+
+
+@st.composite
+def ported_case(draw):
+    """Groups with enough rules that their TCP and UDP lists are indexed by port: exact ports,
+    overlapping and nested ranges, "all" rows, empty ranges, group references."""
+    group_ids = [f"sg-{i}" for i in range(draw(st.integers(1, 3)))]
+
+    def rules(gid, egress):
+        out = []
+        for index in range(draw(st.integers(0, 30))):
+            proto = draw(st.sampled_from([-1, 6, 6, 6, 17, 17, 1, 47]))
+            if proto in (6, 17):
+                lo = draw(st.sampled_from(SG_PORTS))
+                hi = draw(st.sampled_from([lo, lo, lo, lo + 1, lo - 1, 1023, 65535] + SG_PORTS))
+            elif proto == -1:
+                lo = hi = -1
+            else:
+                lo, hi = 0, 65535
+            if draw(st.integers(0, 9)) == 0:
+                out.append(SgRule(gid, egress, index, proto, lo, hi, "group", draw(st.sampled_from(group_ids))))
+            else:
+                net = draw(st.sampled_from(POOL))
+                out.append(SgRule(gid, egress, index, proto, lo, hi, "cidr", str(net), net))
+        return tuple(out)
+
+    groups = {g: SecurityGroup(g, "vpc-1", ingress=rules(g, False), egress=rules(g, True)) for g in group_ids}
+    extra = {}
+    for gid in draw(st.lists(st.sampled_from(group_ids), max_size=2, unique=True)):
+        extra[gid] = draw(st.lists(st.sampled_from(["10.0.1.200", "10.0.1.7", "2001:db8::1", "192.0.2.5"]),
+                                   min_size=1, max_size=3, unique=True))
+    sets = draw(st.lists(st.lists(st.sampled_from(group_ids), min_size=1, max_size=3), min_size=1, max_size=3))
+    return _model(groups=groups), extra, sets
+
+
+def _ported_probes(model, extra):
+    ports = {-1, 65536, 70000}
+    for p in SG_PORTS:
+        ports.update((p - 1, p, p + 1))
+    addrs = interesting_addresses(model, extra)
+    return [(ip, proto, port) for ip in addrs for proto in (6, 17, 1) for port in sorted(ports)
+            if proto in (6, 17) or port == 0]
+
+
+def _check_sg_only(pair, sets, probes):
+    sets = [tuple(s) for s in sets] + [(g,) for g in pair.model.security_groups]
+    for groups in dict.fromkeys(sets):
+        s = pair.core.group_set(groups)
+        for egress in (False, True):
+            got = []
+            for ip, proto, port in probes:
+                got.append(pair.check_sg(groups, egress, proto, ip, port))
+            ver = np.array([ip.version for ip, _, _ in probes], dtype=np.uint8)
+            hi = np.array([int(ip) >> 64 for ip, _, _ in probes], dtype=np.uint64)
+            lo = np.array([int(ip) & (2**64 - 1) for ip, _, _ in probes], dtype=np.uint64)
+            proto = np.array([p for _, p, _ in probes], dtype=np.int16)
+            port = np.array([p for _, _, p in probes], dtype=np.int32)
+            assert pair.core.sg_allows_batch(s, int(egress), proto, ver, hi, lo, port).tolist() == got
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ported_case())
+def test_port_indexed_groups_agree_with_the_reference(case):
+    model, extra, sets = case
+    pair = Pair(model, extra)
+    _check_sg_only(pair, sets, _ported_probes(model, extra))
+
+
+def test_port_index_first_rule_and_nested_ranges():
+    net = N("0.0.0.0/0")
+    # an exact port after a covering range, an "all" row between them, a wide range last
+    rules = [SgRule("sg-a", False, 0, 6, 1000, 2000, "cidr", "10.0.0.0/16", N("10.0.0.0/16")),
+             SgRule("sg-a", False, 1, -1, -1, -1, "cidr", "192.0.2.0/24", N("192.0.2.0/24")),
+             SgRule("sg-a", False, 2, 6, 1500, 1500, "cidr", "0.0.0.0/0", net)]
+    rules += [SgRule("sg-a", False, 3 + i, 6, 22 + i, 22 + i, "cidr", "198.51.100.0/24", N("198.51.100.0/24"))
+              for i in range(10)]
+    rules.append(SgRule("sg-a", False, 13, 6, 0, 65535, "cidr", "0.0.0.0/0", net))
+    # nested ranges: too many interval entries, so that list is scanned instead (same answers)
+    nested = tuple(SgRule("sg-n", False, i, 17, i, 65535 - i, "cidr", f"10.{i % 256}.0.0/16", N(f"10.{i % 256}.0.0/16"))
+                   for i in range(300))
+    groups = {"sg-a": SecurityGroup("sg-a", "vpc-1", ingress=tuple(rules)),
+              "sg-n": SecurityGroup("sg-n", "vpc-1", ingress=nested)}
+    pair = Pair(_model(groups=groups))
+    core = pair.core
+    assert core._port_indexed(core.group_set(["sg-a"]), False, 6) == (True, 17)
+    assert not core._port_indexed(core.group_set(["sg-a"]), False, 17)[0]  # one row: scanned
+    assert not core._port_indexed(core.group_set(["sg-n"]), False, 17)[0]  # scanned
+    assert core.rule_id(core.sg_allows(["sg-a"], False, 6, 4, "10.0.1.1", 1500)) == "sg-a:ingress:0"
+    assert core.rule_id(core.sg_allows(["sg-a"], False, 6, 4, "192.0.2.1", 1500)) == "sg-a:ingress:1"
+    assert core.rule_id(core.sg_allows(["sg-a"], False, 6, 4, "8.8.8.8", 1500)) == "sg-a:ingress:2"
+    assert core.rule_id(core.sg_allows(["sg-a"], False, 6, 4, "8.8.8.8", 1501)) == "sg-a:ingress:13"
+    assert core.rule_id(core.sg_allows(["sg-a"], False, 6, 4, "198.51.100.9", 25)) == "sg-a:ingress:6"
+    assert core.sg_allows(["sg-a"], False, 6, 4, "8.8.8.8", 65536) == -1
+    assert core.rule_id(core.sg_allows(["sg-n", "sg-a"], False, 17, 4, "10.5.0.1", 100)) == "sg-n:ingress:5"
+    assert core.rule_id(core.sg_allows(["sg-n", "sg-a"], False, 17, 4, "10.5.0.1", 65535 - 5)) == "sg-n:ingress:5"
+    assert core.sg_allows(["sg-n", "sg-a"], False, 17, 4, "10.5.0.1", 65535 - 4) == -1
+    assert core.rule_id(core.sg_allows(["sg-n", "sg-a"], False, 17, 4, "10.4.0.1", 65535 - 4)) == "sg-n:ingress:4"
+    probes = [(A(a), p, port) for a in ("10.5.0.1", "10.44.3.3", "192.0.2.1", "8.8.8.8", "198.51.100.9")
+              for p in (6, 17) for port in (0, 4, 5, 6, 22, 31, 32, 299, 300, 1500, 65230, 65535, 65536)]
+    _check_sg_only(pair, [["sg-n", "sg-a"], ["sg-a", "sg-n"]], probes)
