@@ -42,7 +42,7 @@ import numpy as np
 from hyperplane import _core, tcpstate
 from hyperplane import packet as pk
 from hyperplane.codes import DropReason, Verdict
-from hyperplane.engine import TAPS, BatchResult, Result
+from hyperplane.engine import TAPS, BatchResult, Result, gc_paused
 from hyperplane.flowlogs import AWS_TCP_FLAGS, FlowLogAggregator
 from hyperplane.limits import Timeout
 from hyperplane.reference.conntrack import ORIGINAL, PROTO_TCP, PROTO_UDP, REPLY
@@ -417,6 +417,10 @@ class CoreEngine:
         are :class:`TapOutput` sequences (the reference's ``(index, bytes)`` lists, buffered;
         they refer to ``buffer`` for bytes that were not rewritten, so a writable ``buffer`` is
         copied once first: later changes to it cannot change the result)."""
+        with gc_paused():
+            return self._batch(buffer, offsets, lengths, timestamps, linktypes)
+
+    def _batch(self, buffer, offsets, lengths, timestamps, linktypes) -> BatchResult:
         view = memoryview(buffer).cast("B")
         if not view.readonly:
             view = memoryview(view.tobytes())

@@ -1,5 +1,5 @@
-"""Fixtures of the scenario tests: engines for every available backend, packet helpers, and the
-checks every result must pass (checksums of every tap packet, exactly one verdict)."""
+"""Fixtures of the scenario tests: engines for every available backend (the checks every result
+must pass are in ``result_checks.py``)."""
 from __future__ import annotations
 
 import os
@@ -9,8 +9,6 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from hyperplane.checksum import verify  # noqa: E402
-from hyperplane.codes import DropReason, Verdict  # noqa: E402
 from hyperplane.engine import Engine, EngineOptions, available_backends  # noqa: E402
 
 #: The sandbox range of the standard function ``fn``.
@@ -33,19 +31,3 @@ def make_engine(backend):
                       backend=backend)
 
     return make
-
-
-def check_result(result) -> None:
-    """What holds for every result: one verdict, a reason exactly when dropped, valid checksums
-    on every packet it put on a tap or emitted (fragments excepted: their L4 checksum cannot be
-    checked alone)."""
-    assert result.verdict in (Verdict.FORWARDED, Verdict.DROPPED)
-    assert (result.reason == DropReason.NONE) == (result.verdict == Verdict.FORWARDED)
-    for tap, data in list(result.taps.items()) + list(result.emitted):
-        assert tap in ("lambda", "eni", "internet")
-        if not _is_fragment(data):
-            assert verify(data), f"bad checksum on the {tap} tap"
-
-
-def _is_fragment(data: bytes) -> bool:
-    return data[0] >> 4 == 4 and (((data[6] << 8) | data[7]) & 0x3FFF) != 0

@@ -8,7 +8,7 @@ import pytest
 from scapy.layers.inet import IP, UDP
 
 from builders import acl, rule, standard_vpc
-from conftest import check_result
+from result_checks import check_result
 from hyperplane import packet as pk
 from hyperplane.codes import DropReason, Verdict
 from hyperplane.engine import Engine, EngineOptions, Sandbox
@@ -247,6 +247,38 @@ def test_process_batch_matches_process(make_engine):
     assert [i for i, _ in batch.taps["eni"]] == [0, 2]
     assert batch.drop_records(10) == [{"index": 11, "reason": "malformed", "component": None, "rule": batch.rules[1],
                                        "explanation_code": None}]
+
+
+def test_process_batch_pauses_the_collector_and_restores_it(make_engine, monkeypatch):
+    """The collector is off while a batch runs (speed), on again afterwards, also after an error
+    in the batch, and left off when the caller had turned it off."""
+    import gc
+
+    import numpy as np
+
+    seen = []
+    engine = make_engine(standard_vpc().build())
+    impl = engine._impl
+    process = impl.dp.process if hasattr(impl, "dp") else impl.process
+
+    def spy(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return process(*args, **kwargs)
+
+    monkeypatch.setattr(impl.dp if hasattr(impl, "dp") else impl, "process", spy)
+    syn = bytes(tcp(SB, DB, 40000, 5432))
+    assert gc.isenabled()
+    engine.process_batch(syn, [0], [len(syn)], [1.0])
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(ValueError):
+        engine.process_batch(syn, [0], [len(syn), 1], [1.0])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        engine.process_batch(syn, np.array([0]), [len(syn)], [2.0])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 # --- the facade -------------------------------------------------------------------------------------

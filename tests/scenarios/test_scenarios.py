@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import check_result
+from result_checks import check_result
 from hyperplane import packet as pk
 from hyperplane.codes import DROP_REASON_LABELS, DropReason
 from table import ANY, SCENARIOS
