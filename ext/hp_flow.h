@@ -24,9 +24,11 @@
  * IPv4 TCP/UDP, parsed cleanly, not a fragment, time not going backwards, before the
  * `horizon` (the earliest timer of the slow path), a learned kind of an entry of the current
  * generation and window, connection alive (ts < expires), NAT mapping not idle, the TCP
- * transition neither a reopen, nor invalid under strict, nor shortening the timer (the slow
- * path's expiry heap must hear of that), counters not overflowing. Else it stops and returns
- * the packet's index: the caller runs the slow path for it and resumes after it.
+ * transition neither a reopen nor invalid under strict, counters not overflowing. Else it stops
+ * and returns the packet's index: the caller runs the slow path for it and resumes after it. A
+ * transition that moves a timer earlier (ESTABLISHED -> FIN_WAIT) is handled: `soonest` keeps
+ * the earliest such expiry until the caller folds the entries into the slow path (whose expiry
+ * heap then hears of it), and the horizon of this and later runs is lowered to it.
  *
  * Memory. Entries grow by doubling (indices stay valid: realloc); the index is rehashed into
  * twice its size when it would pass 3/4 full (a stop-the-world rehash, amortised O(1) per key;
@@ -136,6 +138,8 @@ typedef struct hp_flow_table {
     int strict;
     double nat_idle;
     double now;                 /* the slow path's clock: packets before it punt */
+    double soonest;             /* earliest expiry the fast path moved earlier since the last
+                                   fold (INFINITY: none): a timer the slow path has not heard of */
     uint8_t tcp[2][6][HP_NSTATES];
     uint8_t fclass[256];
     uint8_t awsmap[256];
@@ -216,6 +220,7 @@ static inline int hp_flow_init(hp_flow_table *t, uint32_t expected)
     t->cap_dirty = 64;
     t->interval = 600;
     t->now = -INFINITY;
+    t->soonest = INFINITY;
     return 0;
 }
 
@@ -655,6 +660,8 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
     hp_pkt ring[HP_RING];
     uint64_t hash[HP_RING];
     int ok[HP_RING];
+    if (t->soonest < horizon)
+        horizon = t->soonest;
     for (i = start; i < count; i++) {
         hp_pkt *pp;
         const uint8_t *frame;
@@ -734,10 +741,8 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
                 new_state = cell;
                 tcp_refresh = 1;
             }
-            if (tcp_refresh) {
+            if (tcp_refresh)
                 new_exp = ts + t->tcp_timeout[new_state];
-                if (new_exp < c->expires) { *why = HP_STOP_TCP; return i; }
-            }
         } else {
             if (dir && !(c->bits & HP_C_LASTREPLY)) {
                 if (c->exchanges == 0xFFFF) { *why = HP_STOP_OVERFLOW; return i; }
@@ -745,7 +750,6 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
                     new_state++;
             }
             new_exp = ts + t->udp_timeout[new_state];
-            if (new_exp < c->expires) { *why = HP_STOP_TCP; return i; }
         }
         len = pp->ip_len;
         if (c->pkts[dir] == 0xFFFFFFFFu || (uint64_t)c->bytes[dir] + (uint64_t)len > 0xFFFFFFFFull) {
@@ -772,6 +776,14 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
             }
         }
         c->state = new_state;
+        if (new_exp < c->expires) {
+            /* a timer moved earlier (ESTABLISHED -> FIN_WAIT): the slow path's next timer may
+             * now be this one; later packets stop at it, and the fold tells the slow path */
+            if (new_exp < t->soonest)
+                t->soonest = new_exp;
+            if (new_exp < horizon)
+                horizon = new_exp;
+        }
         c->expires = new_exp;
         c->last_seen = ts;
         c->pkts[dir]++;

@@ -18,7 +18,9 @@ VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the referen
   (the table of :func:`hyperplane.tcpstate.table_as_array`), timer from the same timeout table,
   counters, rewrites with incremental checksums into per-tap buffers. It stops at the first
   packet it cannot handle; that packet runs on the slow path and the loop resumes after it, so
-  packets are handled in capture order.
+  packets are handled in capture order. A stop at the horizon first runs the slow path's timers
+  up to the packet's time (what the slow path would do first for it) and resumes the fast loop
+  at that packet, so a timer costs a timer run, not a slow-path packet.
 - **State sync**: the C entry is the authority for what the fast path changes (state, timer,
   last seen, counters, UDP exchanges, flow-log counts). Before any Python code of the slow path
   runs (a punt, a report, a configuration change, explain) every entry the fast path changed is
@@ -191,6 +193,7 @@ class CoreEngine:
         self._touched: list = []
         self._spare: list = []  # _Outputs reused across batches
         self.learned = 0
+        self.timer_runs = 0  # horizon stops resolved by running the timers (no slow packet)
 
     # --- the reference's attributes ---------------------------------------------------------
     @property
@@ -211,11 +214,13 @@ class CoreEngine:
         ft = self.ft
         if ft.dirty:
             conn_of, records, interval = self._conn_of, self._records, self.interval
+            reschedule = self.dp.table.reschedule
             for (idx, state, expires, last_seen, po, pr, bo, br, fo, fr, ao, ar, eo, er, window, exchanges,
                  last_reply, owner) in ft.fold():
                 conn = conn_of[idx]
                 conn.state = state
                 conn.expires = expires
+                reschedule(conn)  # a timer the fast path moved earlier (FIN) reaches the heap
                 conn.last_seen = last_seen
                 conn.nat_last_seen = last_seen
                 base = window * interval
@@ -295,14 +300,34 @@ class CoreEngine:
         finally:
             dp.flowlog.calls = None
         self.ft.now = dp._now
+        self._reload_touched()
+        if result.verdict == Verdict.FORWARDED and not result.emitted:
+            self._learn(frame, ts, linktype, result, calls)
+        return result
+
+    def _reload_touched(self) -> None:
+        """Reload the entries of the connections the slow path changed."""
         for conn in self._touched:
             idx = self._idx_of.get(conn)
             if idx is not None and conn.alive:
                 self._load(idx, conn)
         self._touched = []
-        if result.verdict == Verdict.FORWARDED and not result.emitted:
-            self._learn(frame, ts, linktype, result, calls)
-        return result
+
+    def _run_timers(self, ts: float) -> bool:
+        """At a horizon stop: run the slow path's timers up to ``ts``, as its processing of the
+        packet at ``ts`` would do first (connection expiry, NAT idle, fragments), so the packet
+        can go back to the fast loop. False (the slow path takes the packet) when the slow path
+        has no clock yet, ``ts`` does not move it forward, or a timer is still due at ``ts``."""
+        dp = self.dp
+        if dp._now is None or not ts > dp._now:
+            return False
+        self._catch_up()
+        self._touched = []
+        dp._advance(ts)
+        self.ft.now = dp._now
+        self._reload_touched()
+        self.timer_runs += 1
+        return self._horizon() > ts
 
     def _learn(self, frame: bytes, ts: float, linktype: int, result: Result, calls: list) -> None:
         """Teach the C table the connection of a packet the slow path forwarded (see the module
@@ -385,12 +410,13 @@ class CoreEngine:
         return out
 
     def _run(self, view, offs, lens, stamps, lts, i, horizon, out):
-        """The fast loop from packet i; grows the tap buffers when it ran out of room in them."""
+        """The fast loop from packet i; grows the tap buffers when it ran out of room in them.
+        Returns where it stopped and why (a ``FlowTable.run`` stop name)."""
         while True:
             stop, why = self.ft.run(view, offs, lens, stamps, lts, i, horizon, out.verdicts, out.reasons, out.bufs,
                                     out.idx, out.off, out.src, out.head, out.len, out.state)
             if why != "space" or not out.grow_if_short(_HEAD_ROOM):
-                return stop
+                return stop, why
             i = stop
 
     def process(self, data, ts: float, linktype: int = pk.RAW) -> Result:
@@ -400,8 +426,11 @@ class CoreEngine:
         out = self._outputs(1, max(n, _HEAD_ROOM))
         out.verdicts = np.zeros(1, np.uint8)
         out.reasons = np.zeros(1, np.uint8)
-        stop = self._run(frame if n else b"\0", np.zeros(1, np.int64), np.array([n], np.int64),
-                         np.array([ts], np.float64), linktype, 0, self._horizon(), out)
+        args = (frame if n else b"\0", np.zeros(1, np.int64), np.array([n], np.int64), np.array([ts], np.float64),
+                linktype, 0)
+        stop, why = self._run(*args, self._horizon(), out)
+        if stop == 0 and why == "horizon" and self._run_timers(float(ts)):
+            stop, why = self._run(*args, self._horizon(), out)
         if stop == 0:
             return self._slow(frame, float(ts), linktype)
         parsed = _core.parse(frame, linktype)
@@ -445,9 +474,12 @@ class CoreEngine:
         i = 0
         horizon = self._horizon()
         while i < n:
-            i = self._run(view, offs, lens, stamps, lts, i, horizon, out)
+            i, why = self._run(view, offs, lens, stamps, lts, i, horizon, out)
             if i >= n:
                 break
+            if why == "horizon" and self._run_timers(float(stamps[i])):
+                horizon = self._horizon()
+                continue
             off = int(offs[i])
             lt = lts if isinstance(lts, int) else int(lts[i])
             result = self._slow(bytes(view[off : off + int(lens[i])]), float(stamps[i]), lt)
@@ -501,7 +533,7 @@ class CoreEngine:
             "entries": len(ft), "keys": ft.keys, "slots": ft.slots, "capacity": ft.capacity,
             "memory_bytes": ft.memory_bytes, "entry_bytes": _core.FLOW_ENTRY_BYTES,
             "slot_bytes": _core.FLOW_SLOT_BYTES, "rehashes": ft.rehashes, "learned": self.learned,
-            "stops": ft.stops(),
+            "timer_runs": self.timer_runs, "stops": ft.stops(),
         }
 
 

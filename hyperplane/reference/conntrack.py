@@ -316,6 +316,12 @@ class ConnTable:
             expired.append(conn)
         return expired
 
+    def reschedule(self, conn: Conn) -> None:
+        """``conn.expires`` was set from outside :meth:`update` (the core's fast path folding its
+        state back): queue it when that is earlier than its live heap entry, as a refresh would."""
+        if conn._keys and (conn._queued is None or conn.expires < conn._queued):
+            self._queue(conn, conn.expires)
+
     def next_expiry(self) -> float | None:
         """A lower bound of the next expiry time (the earliest heap entry), or None when empty."""
         return self._heap[0][0] if self._heap else None
