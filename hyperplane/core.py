@@ -302,7 +302,7 @@ class CoreEngine:
         self.ft.now = dp._now
         self._reload_touched()
         if result.verdict == Verdict.FORWARDED and not result.emitted:
-            self._learn(frame, ts, linktype, result, calls)
+            self._learn(frame, ts, result, calls)
         return result
 
     def _reload_touched(self) -> None:
@@ -329,10 +329,10 @@ class CoreEngine:
         self.timer_runs += 1
         return self._horizon() > ts
 
-    def _learn(self, frame: bytes, ts: float, linktype: int, result: Result, calls: list) -> None:
+    def _learn(self, frame: bytes, ts: float, result: Result, calls: list) -> None:
         """Teach the C table the connection of a packet the slow path forwarded (see the module
         docstring); silently nothing when any fact is outside what the fast path reproduces."""
-        p = pk.parse(frame, linktype)
+        p = self.dp.last_parsed  # the slow path's parse of this frame
         if not p.ok or p.version != 4 or p.fragment or p.l4 < 0 or p.proto not in (PROTO_TCP, PROTO_UDP):
             return
         if not ts >= 0:
@@ -360,8 +360,12 @@ class CoreEngine:
         e_ip, e_port, r2_ip, r2_port = conn.eni_tuple
         if (r2_ip, r2_port) != (r_ip, r_port):
             return
-        key = {_KIND_OUT: (s_ip, s_port, r_ip, r_port), _KIND_REPLY: (r_ip, r_port, s_ip, s_port),
-               _KIND_VPC: (r_ip, r_port, e_ip, e_port)}[kind]
+        if kind == _KIND_OUT:
+            key = (s_ip, s_port, r_ip, r_port)
+        elif kind == _KIND_REPLY:
+            key = (r_ip, r_port, s_ip, s_port)
+        else:
+            key = (r_ip, r_port, e_ip, e_port)
         if key != (p.src, p.sport, p.dst, p.dport):
             return
         second = int(ts // 1)

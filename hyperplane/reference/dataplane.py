@@ -294,6 +294,7 @@ class Dataplane:
         self.flowlog = FlowLogAggregator(options.flow_log_interval, model.account_id(), self.flow_log_fields)
         self.gen = 0
         self._now = None
+        self.last_parsed: Optional[pk.Parsed] = None  # the last packet process() parsed (the core reuses it)
         self.trace: Optional[list] = None  # explain's hop list while a probe runs
         self._leg = "request"
         self._ports: dict[str, PortPool] = {}
@@ -437,7 +438,7 @@ class Dataplane:
     def process(self, data, ts: float, linktype: int = pk.RAW) -> Result:
         self.packets += 1
         now = self._advance(ts)
-        p = pk.parse(data, linktype)
+        p = self.last_parsed = pk.parse(data, linktype)
         if not p.ok:
             return self._drop(R.NOT_HYPERPLANE if p.not_ip else R.MALFORMED, None, p.error or None)
         ip = bytes(data[p.l3 : p.l3 + p.ip_len])
