@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import sys
+import weakref
 from collections.abc import Sequence
 from typing import Optional
 
@@ -75,18 +76,22 @@ class _RecordingAggregator(FlowLogAggregator):
 
 
 class _Listener:
-    """``ConnTable.listener`` of the slow path: forwards updates and removals to the engine."""
+    """``ConnTable.listener`` of the slow path: forwards updates and removals to the engine
+    (held weakly: the engine owns the slow path, and a cycle would keep a finished engine and
+    every connection it tracked alive until a full garbage collection)."""
 
     __slots__ = ("engine",)
 
     def __init__(self, engine: "CoreEngine"):
-        self.engine = engine
+        self.engine = weakref.ref(engine)
 
     def conn_updated(self, conn) -> None:
-        self.engine._touched.append(conn)
+        self.engine()._touched.append(conn)
 
     def conn_removed(self, conn) -> None:
-        self.engine._drop_entry(conn)
+        engine = self.engine()
+        if engine is not None:  # an engine being freed releases its connections
+            engine._drop_entry(conn)
 
     def __deepcopy__(self, memo):
         return None  # explain's throwaway copy of the slow path has no fast path

@@ -46,6 +46,7 @@ the one-worker peak, equal to it when the shards peak together, never above the 
 """
 from __future__ import annotations
 
+import gc
 import heapq
 import json
 import multiprocessing as mp
@@ -62,6 +63,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from hyperplane import limits
+from hyperplane.engine import gc_paused
 from hyperplane.replay import EMITTED_COMMENT, ReplayConfig, run_replay
 
 __all__ = ["run_parallel_replay", "Sharder", "port_slices", "shares", "merge_summaries"]
@@ -546,14 +548,15 @@ def run_parallel_replay(config: ReplayConfig, workers: int, *, stats: Optional[d
     with tempfile.TemporaryDirectory(prefix="hyperplane-parallel-") as folder:
         child_config = replace(config, progress=False)
         procs, pipes = [], []
-        for k in range(workers):
-            job = _Job(child_config, k, workers, folder, capacities[k], slices[k], nat_slices[k], nat_limits[k])
-            parent_end, child_end = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(job, child_end), name=f"hyperplane-replay-{k}", daemon=True)
-            proc.start()
-            child_end.close()
-            procs.append(proc)
-            pipes.append(parent_end)
+        # The parent's objects (a previous engine's, the caller's) are inherited by every forked
+        # worker: frozen, the workers' collector never walks them (walking writes to their pages,
+        # which copies them: a fork taken after an in-process replay ran ~30 % slower).
+        gc.freeze()
+        try:
+            _start_workers(ctx, child_config, workers, folder, capacities, slices, nat_slices, nat_limits,
+                           procs, pipes)
+        finally:
+            gc.unfreeze()
         results, failure = [], None
         try:
             for k, pipe in enumerate(pipes):
@@ -578,13 +581,25 @@ def run_parallel_replay(config: ReplayConfig, workers: int, *, stats: Optional[d
             raise exc
         results.sort(key=lambda r: r["worker"])
         merge_started = time.perf_counter()
-        summary = _merge_outputs(config, results, folder, workers)
+        with gc_paused():  # the merge builds a record per flow-log line: nothing cyclic
+            summary = _merge_outputs(config, results, folder, workers)
         merge_seconds = time.perf_counter() - merge_started
     if stats is not None:
         stats.update(workers=workers, seconds=time.perf_counter() - started, merge_seconds=merge_seconds,
                      per_worker=[{"packets": r["summary"]["packets"], "seconds": r["seconds"],
                                   "cpu_seconds": r["cpu_seconds"]} for r in results])
     return summary
+
+
+def _start_workers(ctx, child_config, workers, folder, capacities, slices, nat_slices, nat_limits, procs, pipes):
+    for k in range(workers):
+        job = _Job(child_config, k, workers, folder, capacities[k], slices[k], nat_slices[k], nat_limits[k])
+        parent_end, child_end = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_child, args=(job, child_end), name=f"hyperplane-replay-{k}", daemon=True)
+        proc.start()
+        child_end.close()
+        procs.append(proc)
+        pipes.append(parent_end)
 
 
 def _merge_outputs(config: ReplayConfig, results: list[dict], folder: str, workers: int) -> dict:

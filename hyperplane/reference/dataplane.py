@@ -24,6 +24,7 @@ import ipaddress
 import socket
 import struct
 import types
+import weakref
 from typing import Optional
 
 from hyperplane import packet as pk
@@ -280,6 +281,25 @@ class _Block(Exception):
 # ------------------------------------------------------------------------------------------------
 
 
+class _WeakMembers:
+    """``Policy``'s ``extra_members`` callback: the dataplane's ``_hp_members`` through a weak
+    reference, so the dataplane and its policy form no reference cycle (a cycle would keep a
+    finished engine, with every connection it tracked, alive until a full garbage collection).
+    A deep copy (explain's throwaway state) calls the copy of the dataplane."""
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, dataplane: "Dataplane"):
+        self._ref = weakref.ref(dataplane)
+
+    def __call__(self, group_id: str):
+        dataplane = self._ref()
+        return () if dataplane is None else dataplane._hp_members(group_id)
+
+    def __deepcopy__(self, memo):
+        return _WeakMembers(copy.deepcopy(self._ref(), memo))
+
+
 class Dataplane:
     """The reference backend of :class:`hyperplane.engine.Engine` (same methods)."""
 
@@ -319,7 +339,7 @@ class Dataplane:
         for cidr in _NON_PUBLIC_V4:
             v, n, p = network_to_int(ipaddress.ip_network(cidr))
             self._non_public.add(n, p, True)
-        self.policy = Policy(model, self._hp_members)
+        self.policy = Policy(model, _WeakMembers(self))
 
     # --- setup ----------------------------------------------------------------------------------
     def _add_sandbox(self, function: str, network, subnet_id: Optional[str]) -> None:
@@ -1159,7 +1179,7 @@ class Dataplane:
         connection's next packet; security-group changes re-evaluate untracked flows only
         [AWS-FACTS 2]. Functions whose VpcConfig changed are updated in the control plane."""
         self.model = model
-        self.policy = Policy(model, self._hp_members)
+        self.policy = Policy(model, _WeakMembers(self))
         self.gen += 1
         if self.control is not None:
             self.control.update_model(model, self._now)

@@ -281,6 +281,30 @@ def test_process_batch_pauses_the_collector_and_restores_it(make_engine, monkeyp
         gc.enable()
 
 
+def test_a_finished_engine_is_freed_at_once_with_its_connections(make_engine):
+    """No reference cycles: dropping the last reference frees the engine and every connection it
+    tracked right away, without waiting for a full garbage collection (many replays in one
+    process keep a flat memory profile)."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        engine = make_engine(standard_vpc().build())
+        engine.process(bytes(tcp(SB, DB, 40000, 5432)), 1.0)
+        engine.process(bytes(tcp(DB, SB, 5432, 40000, "SA")), 1.1)
+        engine.explain("fn", DB, 5432, "tcp")
+        assert len(engine.connections()) == 1
+        conn_type = type(engine.connections()[0])
+        live = sum(type(o) is conn_type for o in gc.get_objects())
+        ref = weakref.ref(engine._impl)
+        del engine
+        assert ref() is None
+        assert sum(type(o) is conn_type for o in gc.get_objects()) == live - 1
+    finally:
+        gc.enable()
+
+
 # --- the facade -------------------------------------------------------------------------------------
 
 
