@@ -1,8 +1,10 @@
 # hyperplane developer targets.
 #   make build   build the Cython extension in place (hyperplane/_core*.so)
 #   make test    build, then run the whole test suite
-#   make asan    build the extension with AddressSanitizer into build/asan and run the parser
-#                fuzz tests against it (the ASan _core is the one imported; the tests check it)
+#   make asan    build the extension with AddressSanitizer into build/asan and run the parser and
+#                capture fuzz tests, the C flow table, policy, port-pool and LPM tests and the
+#                core/reference differential tests against it (the ASan _core is the one
+#                imported; the parser fuzz test checks it)
 #   make clean   remove build products
 
 PYTHON ?= python3
@@ -10,7 +12,9 @@ PYTEST_ARGS ?=
 ASAN_DIR := build/asan
 ASAN_LIB = $(shell gcc -print-file-name=libasan.so)
 ASAN_TESTS ?= tests/property/test_parser_fuzz.py tests/unit/test_core_parse.py tests/unit/test_checksum.py \
-	tests/property/test_fuzz_capture.py tests/unit/test_io_scan.py
+	tests/property/test_fuzz_capture.py tests/unit/test_io_scan.py tests/unit/test_core_flow.py \
+	tests/unit/test_core_policy.py tests/unit/test_core_ports.py tests/unit/test_core_lpm.py \
+	tests/property/test_differential.py tests/unit/test_core_regressions.py tests/scenarios/test_behaviours.py
 
 .PHONY: build test asan clean
 
