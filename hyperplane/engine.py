@@ -349,6 +349,26 @@ def gc_paused():
         gc.enable()
 
 
+@contextmanager
+def young_collections_only():
+    """For a long run of batches (a replay): yields ``tick``, to call after each batch.
+
+    With the automatic collector on between batches, its full collections walk every live object:
+    with 100,000 tracked connections, millions of them, ~9 % of a replay's time. Inside this
+    context the automatic collector is off and ``tick()`` collects the young generations only
+    (what was allocated since the previous tick), so garbage cycles made meanwhile anywhere in
+    the process are still freed, and the connections that live on are not walked again. The
+    collector is back as it was on exit; when it was off, ``tick`` does nothing."""
+    if not gc.isenabled():
+        yield lambda: None
+        return
+    gc.disable()
+    try:
+        yield lambda: gc.collect(1)
+    finally:
+        gc.enable()
+
+
 def _core_engine_class():
     """The Cython core's engine class, or None when the core provides none (yet)."""
     try:

@@ -281,6 +281,37 @@ def test_process_batch_pauses_the_collector_and_restores_it(make_engine, monkeyp
         gc.enable()
 
 
+def test_a_replay_collects_young_garbage_cycles_without_the_automatic_collector():
+    """young_collections_only (run_replay's batches): the automatic collector is off inside,
+    each tick frees the garbage cycles made since the previous one, and it is on again after."""
+    import gc
+    import weakref
+
+    from hyperplane.engine import young_collections_only
+
+    class Node:
+        pass
+
+    assert gc.isenabled()
+    with young_collections_only() as tick:
+        assert not gc.isenabled()
+        node = Node()
+        node.self = node  # a cycle: only the collector frees it
+        ref = weakref.ref(node)
+        del node
+        assert ref() is not None
+        tick()
+        assert ref() is None
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with young_collections_only() as tick:
+            tick()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_a_finished_engine_is_freed_at_once_with_its_connections(make_engine):
     """No reference cycles: dropping the last reference frees the engine and every connection it
     tracked right away, without waiting for a full garbage collection (many replays in one
