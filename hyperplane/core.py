@@ -283,15 +283,7 @@ class CoreEngine:
         dp = self.dp
         if dp._now is None:
             return -math.inf
-        h = math.inf
-        nxt = dp.table.next_expiry()
-        if nxt is not None:
-            h = nxt
-        if dp._nat_heap and dp._nat_heap[0][0] < h:
-            h = dp._nat_heap[0][0]
-        if dp._frag_heap and dp._frag_heap[0][0] < h:
-            h = dp._frag_heap[0][0]
-        return h
+        return dp.next_timer()
 
     # --- the slow path ----------------------------------------------------------------------
     def _slow(self, frame: bytes, ts: float, linktype: int) -> Result:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import heapq
 import ipaddress
+import math
 import socket
 import struct
 import types
@@ -431,6 +432,32 @@ class Dataplane:
                 if entry is not None and entry[2] <= ts:
                     del self._frags[key]
         return ts
+
+    def next_timer(self) -> float:
+        """The earliest time at which :meth:`_advance` may have work to do (connection expiry, NAT
+        idle, fragments), inf when none. NAT entries of connections that ended or whose mapping
+        is already gone are dropped, and those of mappings used since are moved to their current
+        deadline, as ``_advance`` would when they come due."""
+        h = self.table.next_expiry()
+        if h is None:
+            h = math.inf
+        heap = self._nat_heap
+        idle = self.options.nat_idle_timeout
+        while heap and heap[0][0] < h:
+            when, _, conn = heap[0]
+            path = conn.path
+            if not conn.alive or path.nat_expired or path.nat_pool is None:
+                heapq.heappop(heap)
+                continue
+            deadline = conn.nat_last_seen + idle
+            if deadline > when:
+                heapq.heapreplace(heap, (deadline, self._nat_seq + 1, conn))
+                self._nat_seq += 1
+                continue
+            h = when
+        if self._frag_heap and self._frag_heap[0][0] < h:
+            h = self._frag_heap[0][0]
+        return h
 
     def _nat_expire(self, conn: Conn) -> None:
         """The NAT gateway forgets an idle flow (350 s without a packet): IdleTimeoutCount + 1,
