@@ -372,89 +372,129 @@ cdef class FlowTable:
     # --- the fast path ----------------------------------------------------------------------
     def run(self, buffer, offsets, lengths, timestamps, linktypes, Py_ssize_t start, double horizon,
             verdicts, reasons, tap_bufs, tap_idx, tap_off, tap_src, tap_head, tap_len, tap_state):
-        """Forward packets ``start``.. on the fast path until one needs the slow path.
-
-        ``offsets``/``lengths`` int64, ``timestamps`` float64, ``linktypes`` int32 array or an int;
-        ``verdicts``/``reasons`` uint8 outputs; per tap (lambda, eni, internet): ``tap_bufs[t]``
-        a writable uint8 buffer and arrays with a row per packet: ``tap_idx/off/src[t]`` int64,
-        ``tap_head/len[t]`` int32. Row r is batch packet ``idx[r]``, ``len[r]`` bytes: its first
-        ``head[r]`` bytes at ``tap_bufs[t][off[r]:]``, the rest ``buffer[src[r] + head[r]:]``
-        (head 0: the packet is the input's IP packet itself, nothing copied).
-        ``tap_state`` int64[6] = bytes used per tap, rows used per tap (read and updated).
+        """Forward packets ``start``.. on the fast path until one needs the slow path: binds the
+        arrays (:class:`FlowBatch`, see there for their shapes) and calls :meth:`run_batch`.
         Returns ``(stop_index, stop_reason)``; stop_index == len(offsets) when all were handled."""
-        cdef const uint8_t[::1] buf = buffer
-        cdef const int64_t[::1] offs = offsets
-        cdef const int64_t[::1] lens = lengths
-        cdef const double[::1] tss = timestamps
-        cdef const int32_t[::1] lts
-        cdef uint8_t[::1] vv = verdicts
-        cdef uint8_t[::1] rv = reasons
-        cdef int64_t[::1] st = tap_state
-        cdef uint8_t[::1] tb
-        cdef int64_t[::1] a64
-        cdef int32_t[::1] a32
-        cdef Py_ssize_t count = offs.shape[0]
-        cdef hp_batch b
+        return self.run_batch(FlowBatch(buffer, offsets, lengths, timestamps, linktypes, verdicts, reasons,
+                                        tap_bufs, tap_idx, tap_off, tap_src, tap_head, tap_len, tap_state),
+                              start, horizon)
+
+    def run_batch(self, FlowBatch batch, Py_ssize_t start, double horizon):
+        """:meth:`run` over arrays bound once (a batch the loop resumes many times: binding ~20
+        arrays costs more than a short run). Returns ``(stop_index, stop_reason)``."""
         cdef int why = 0, t
         cdef int64_t stop
-        cdef uint8_t dummy = 0
-        if lens.shape[0] != count or tss.shape[0] != count or vv.shape[0] < count or rv.shape[0] < count:
-            raise ValueError("batch arrays differ in length")
+        cdef Py_ssize_t count = batch.count
         if start < 0 or start > count:
             raise ValueError("start out of range")
         if count == start:
             return start, "end"
         for t in range(3):
-            tb = tap_bufs[t]
-            b.tap_buf[t] = &tb[0] if tb.shape[0] else &dummy
-            b.tap_cap[t] = tb.shape[0]
-            a64 = tap_idx[t]
-            if a64.shape[0] < count:
-                raise ValueError("tap row arrays need a row per packet")
-            b.tap_idx[t] = &a64[0]
-            a64 = tap_off[t]
-            if a64.shape[0] < count:
-                raise ValueError("tap row arrays need a row per packet")
-            b.tap_off[t] = &a64[0]
-            a64 = tap_src[t]
-            if a64.shape[0] < count:
-                raise ValueError("tap row arrays need a row per packet")
-            b.tap_src[t] = &a64[0]
-            a32 = tap_head[t]
-            if a32.shape[0] < count:
-                raise ValueError("tap row arrays need a row per packet")
-            b.tap_head[t] = &a32[0]
-            a32 = tap_len[t]
-            if a32.shape[0] < count:
-                raise ValueError("tap row arrays need a row per packet")
-            b.tap_len[t] = &a32[0]
-            b.tap_used[t] = st[t]
-            b.tap_n[t] = st[3 + t]
-        b.buf = &buf[0] if buf.shape[0] else &dummy
-        b.size = buf.shape[0]
-        b.offs = &offs[0]
-        b.lens = &lens[0]
-        b.ts = &tss[0]
-        if isinstance(linktypes, int) or _np.ndim(linktypes) == 0:
-            b.lts = NULL
-            b.lt = int(linktypes)
-        else:
-            lts = linktypes
-            if lts.shape[0] != count:
-                raise ValueError("linktypes and offsets differ in length")
-            b.lts = &lts[0]
-            b.lt = 0
-        b.verdict = &vv[0]
-        b.reason = &rv[0]
+            batch.b.tap_used[t] = batch.st[t]
+            batch.b.tap_n[t] = batch.st[3 + t]
         with nogil:
-            stop = hp_flow_run(&self._t, &b, start, count, horizon, &why)
+            stop = hp_flow_run(&self._t, &batch.b, start, count, horizon, &why)
             self._t.stops[why] += 1
         for t in range(3):
-            st[t] = b.tap_used[t]
-            st[3 + t] = b.tap_n[t]
+            batch.st[t] = batch.b.tap_used[t]
+            batch.st[3 + t] = batch.b.tap_n[t]
         if why == 13:  # bounds
-            raise ValueError(f"frame {stop} (offset {offs[stop]}, length {lens[stop]}) lies outside the buffer")
+            raise ValueError(f"frame {stop} (offset {batch.offs[stop]}, length {batch.lens[stop]}) lies outside "
+                             "the buffer")
         return stop, FLOW_STOPS[why]
+
+
+cdef class FlowBatch:
+    """The arrays of one batch bound for :meth:`FlowTable.run_batch` (kept alive while bound).
+
+    ``offsets``/``lengths`` int64, ``timestamps`` float64, ``linktypes`` int32 array or an int;
+    ``verdicts``/``reasons`` uint8 outputs; per tap (lambda, eni, internet): ``tap_bufs[t]``
+    a writable uint8 buffer and arrays with a row per packet: ``tap_idx/off/src[t]`` int64,
+    ``tap_head/len[t]`` int32. Row r is batch packet ``idx[r]``, ``len[r]`` bytes: its first
+    ``head[r]`` bytes at ``tap_bufs[t][off[r]:]``, the rest ``buffer[src[r] + head[r]:]``
+    (head 0: the packet is the input's IP packet itself, nothing copied).
+    ``tap_state`` int64[6] = bytes used per tap, rows used per tap (read and updated by each run).
+    A tap buffer replaced by a larger one needs a new FlowBatch."""
+
+    cdef hp_batch b
+    cdef Py_ssize_t count
+    cdef const uint8_t[::1] buf
+    cdef const int64_t[::1] offs
+    cdef const int64_t[::1] lens
+    cdef const double[::1] tss
+    cdef const int32_t[::1] lts
+    cdef uint8_t[::1] vv
+    cdef uint8_t[::1] rv
+    cdef int64_t[::1] st
+    cdef list _held  # the per-tap buffers, exported while bound (their pointers are in b)
+    cdef uint8_t dummy
+
+    def __init__(self, buffer, offsets, lengths, timestamps, linktypes, verdicts, reasons, tap_bufs, tap_idx,
+                 tap_off, tap_src, tap_head, tap_len, tap_state):
+        cdef uint8_t[::1] tb
+        cdef int64_t[::1] a64
+        cdef int32_t[::1] a32
+        cdef int t
+        self.buf = buffer
+        self.offs = offsets
+        self.lens = lengths
+        self.tss = timestamps
+        self.vv = verdicts
+        self.rv = reasons
+        self.st = tap_state
+        self._held = []
+        self.dummy = 0
+        count = self.count = self.offs.shape[0]
+        if (self.lens.shape[0] != count or self.tss.shape[0] != count or self.vv.shape[0] < count
+                or self.rv.shape[0] < count):
+            raise ValueError("batch arrays differ in length")
+        if self.st.shape[0] < 6:
+            raise ValueError("tap_state needs 6 counters")
+        for t in range(3):
+            tb = tap_bufs[t]
+            self.b.tap_buf[t] = &tb[0] if tb.shape[0] else &self.dummy
+            self.b.tap_cap[t] = tb.shape[0]
+            self._held.append(tb)
+            a64 = self._rows64(tap_idx[t])
+            self.b.tap_idx[t] = &a64[0] if count else NULL
+            a64 = self._rows64(tap_off[t])
+            self.b.tap_off[t] = &a64[0] if count else NULL
+            a64 = self._rows64(tap_src[t])
+            self.b.tap_src[t] = &a64[0] if count else NULL
+            a32 = self._rows32(tap_head[t])
+            self.b.tap_head[t] = &a32[0] if count else NULL
+            a32 = self._rows32(tap_len[t])
+            self.b.tap_len[t] = &a32[0] if count else NULL
+        self.b.buf = &self.buf[0] if self.buf.shape[0] else &self.dummy
+        self.b.size = self.buf.shape[0]
+        self.b.offs = &self.offs[0] if count else NULL
+        self.b.lens = &self.lens[0] if count else NULL
+        self.b.ts = &self.tss[0] if count else NULL
+        if isinstance(linktypes, int) or _np.ndim(linktypes) == 0:
+            self.b.lts = NULL
+            self.b.lt = int(linktypes)
+        else:
+            self.lts = linktypes
+            if self.lts.shape[0] != count:
+                raise ValueError("linktypes and offsets differ in length")
+            self.b.lts = &self.lts[0] if count else NULL
+            self.b.lt = 0
+        self.b.verdict = &self.vv[0] if count else NULL
+        self.b.reason = &self.rv[0] if count else NULL
+
+    cdef int64_t[::1] _rows64(self, rows):
+        cdef int64_t[::1] a = rows
+        if a.shape[0] < self.count:
+            raise ValueError("tap row arrays need a row per packet")
+        self._held.append(a)  # the buffer stays exported (cannot move) while bound
+        return a
+
+    cdef int32_t[::1] _rows32(self, rows):
+        cdef int32_t[::1] a = rows
+        if a.shape[0] < self.count:
+            raise ValueError("tap row arrays need a row per packet")
+        self._held.append(a)  # the buffer stays exported (cannot move) while bound
+        return a
 
 
 def flow_parse4(data, int linktype=101):

@@ -410,13 +410,15 @@ class CoreEngine:
             self._spare.append(out)
         return out
 
-    def _run(self, view, offs, lens, stamps, lts, i, horizon, out):
-        """The fast loop from packet i; grows the tap buffers when it ran out of room in them.
-        Returns where it stopped and why (a ``FlowTable.run`` stop name)."""
+    def _run(self, batch, i, horizon):
+        """The fast loop from packet i of ``batch`` (a :class:`_Bound`); grows the tap buffers
+        when it ran out of room in them. Returns where it stopped and why (a ``FlowTable.run``
+        stop name)."""
         while True:
-            stop, why = self.ft.run(view, offs, lens, stamps, lts, i, horizon, out.verdicts, out.reasons, out.bufs,
-                                    out.idx, out.off, out.src, out.head, out.len, out.state)
-            if why != "space" or not out.grow_if_short(_HEAD_ROOM):
+            if batch.version != batch.out.version:
+                batch.bind()  # a tap buffer was replaced by a larger one
+            stop, why = self.ft.run_batch(batch.bound, i, horizon)
+            if why != "space" or not batch.out.grow_if_short(_HEAD_ROOM):
                 return stop, why
             i = stop
 
@@ -427,11 +429,12 @@ class CoreEngine:
         out = self._outputs(1, max(n, _HEAD_ROOM))
         out.verdicts = np.zeros(1, np.uint8)
         out.reasons = np.zeros(1, np.uint8)
-        args = (frame if n else b"\0", np.zeros(1, np.int64), np.array([n], np.int64), np.array([ts], np.float64),
-                linktype, 0)
-        stop, why = self._run(*args, self._horizon(), out)
+        batch = _Bound(out, frame if n else b"\0", np.zeros(1, np.int64), np.array([n], np.int64),
+                       np.array([ts], np.float64), linktype)
+        stop, why = self._run(batch, 0, self._horizon())
         if stop == 0 and why == "horizon" and self._run_timers(float(ts)):
-            stop, why = self._run(*args, self._horizon(), out)
+            stop, why = self._run(batch, 0, self._horizon())
+        del batch
         if stop == 0:
             return self._slow(frame, float(ts), linktype)
         parsed = _core.parse(frame, linktype)
@@ -472,10 +475,11 @@ class CoreEngine:
         components: list = [None] * n
         rules: list = [None] * n
         emitted: dict = {t: [] for t in TAPS}
+        batch = _Bound(out, view, offs, lens, stamps, lts)
         i = 0
         horizon = self._horizon()
         while i < n:
-            i, why = self._run(view, offs, lens, stamps, lts, i, horizon, out)
+            i, why = self._run(batch, i, horizon)
             if i >= n:
                 break
             if why == "horizon" and self._run_timers(float(stamps[i])):
@@ -495,6 +499,7 @@ class CoreEngine:
                 emitted[tap].append((i, data))
             horizon = self._horizon()
             i += 1
+        del batch  # its exports of the output arrays would keep them from being reused
         verdicts, reasons = out.verdicts, out.reasons
         out.verdicts = out.reasons = None
         return BatchResult(verdicts, reasons, components, rules, out.taps(view), emitted)
@@ -551,11 +556,31 @@ _HEAD_BYTES = 64  # tap bytes reserved per packet and tap (a fast-path packet st
 _HEAD_ROOM = 128  # free bytes a tap buffer needs for any fast-path packet (IPv4 + TCP headers: <= 80)
 
 
+class _Bound:
+    """A batch's input and output arrays bound once for ``FlowTable.run_batch`` (the fast loop is
+    resumed after every slow-path packet; binding ~20 arrays per resume cost ~6 us), bound again
+    when a tap buffer of ``out`` was replaced (``_Outputs.version``)."""
+
+    __slots__ = ("out", "args", "bound", "version")
+
+    def __init__(self, out: "_Outputs", view, offs, lens, stamps, lts):
+        self.out = out
+        self.args = (view, offs, lens, stamps, lts)
+        self.bind()
+
+    def bind(self) -> None:
+        out = self.out
+        self.bound = _core.FlowBatch(*self.args, out.verdicts, out.reasons, out.bufs, out.idx, out.off, out.src,
+                                     out.head, out.len, out.state)
+        self.version = out.version
+
+
 class _Outputs:
     """The output arrays the fast loop writes and the slow path appends to (see FlowTable.run),
-    reused across batches once no result refers to them."""
+    reused across batches once no result refers to them. ``version`` counts tap buffers replaced
+    by larger ones."""
 
-    __slots__ = ("rows", "verdicts", "reasons", "bufs", "idx", "off", "src", "head", "len", "state")
+    __slots__ = ("rows", "verdicts", "reasons", "bufs", "idx", "off", "src", "head", "len", "state", "version")
 
     def __init__(self, rows: int, capacity: int):
         self.rows = rows
@@ -567,6 +592,7 @@ class _Outputs:
         self.head = [np.empty(rows, np.int32) for _ in TAPS]
         self.len = [np.empty(rows, np.int32) for _ in TAPS]
         self.state = np.zeros(6, np.int64)  # bytes used per tap, rows used per tap
+        self.version = 0
 
     def _arrays(self):
         return (*self.bufs, *self.idx, *self.off, *self.src, *self.head, *self.len)
@@ -587,6 +613,7 @@ class _Outputs:
                 grown = np.empty(max(2 * len(self.bufs[t]), used + room), np.uint8)
                 grown[:used] = self.bufs[t][:used]
                 self.bufs[t] = grown
+                self.version += 1
                 grew = True
         return grew
 
@@ -597,6 +624,7 @@ class _Outputs:
             grown = np.empty(max(2 * len(self.bufs[t]), used + size + _HEAD_ROOM), np.uint8)
             grown[:used] = self.bufs[t][:used]
             self.bufs[t] = grown
+            self.version += 1
         self.bufs[t][used : used + size] = np.frombuffer(data, np.uint8)
         self.idx[t][rows] = i
         self.off[t][rows] = used

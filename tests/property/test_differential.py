@@ -182,6 +182,19 @@ def test_fast_path_share_is_high_on_established_traffic():
     assert slow < total // 5, stops
 
 
+def test_tap_buffers_replaced_mid_batch_are_rebound(monkeypatch):
+    """Tap buffers start nearly empty: the fast loop runs out of room ("space": they grow) and the
+    slow path's appends replace them too, mid-batch; the loop, bound to the batch's arrays once,
+    must follow every replacement (same bytes as the reference)."""
+    monkeypatch.setattr(core, "_HEAD_BYTES", 0)
+    batches = [[e for a in range(3) for e in _session(a, b, 12)] for b in (0, 1)]
+    fast = _run_both(0, EngineOptions(), batches, change_at=99)
+    stops = fast.core_stats()["stops"]
+    assert stops.get("space", 0) > 0
+    slow = sum(v for k, v in stops.items() if k != "end")
+    assert slow < sum(len(b) for b in batches) // 4, stops  # after a growth, the loop goes on fast
+
+
 def test_tap_outputs_stay_valid_while_held_and_do_not_follow_a_writable_input():
     """Tap outputs refer to reused arrays and to the input buffer: a result still held is never
     overwritten by later batches, and changing a writable input afterwards changes nothing."""
