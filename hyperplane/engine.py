@@ -339,14 +339,8 @@ def gc_paused():
     path's time. The engines build no reference cycles per packet (their objects are freed by
     reference counting), so pausing the collector for a batch loses nothing: cycles created
     meanwhile elsewhere in the process are collected after it. Left alone when already off."""
-    if not gc.isenabled():
+    with young_collections_only():
         yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 @contextmanager

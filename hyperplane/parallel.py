@@ -592,6 +592,7 @@ def run_parallel_replay(config: ReplayConfig, workers: int, *, stats: Optional[d
 
 
 def _start_workers(ctx, child_config, workers, folder, capacities, slices, nat_slices, nat_limits, procs, pipes):
+    """Start one worker process per shard; appends each to ``procs`` and its pipe to ``pipes``."""
     for k in range(workers):
         job = _Job(child_config, k, workers, folder, capacities[k], slices[k], nat_slices[k], nat_limits[k])
         parent_end, child_end = ctx.Pipe(duplex=False)
