@@ -592,9 +592,6 @@ typedef struct hp_batch {
     int32_t *tap_head[HP_NTAPS], *tap_len[HP_NTAPS];
 } hp_batch;
 
-/* Process packets start.. of the batch on the fast path; returns the index of the first packet
- * it cannot handle (count when it handled them all) and its stop code in *why. Frames must lie
- * inside the buffer (the caller checks). */
 /* Stage 1 for packet j: the fast parser's fields and the 5-tuple's hash (pre->ok = 0: the frame
  * is out of bounds or not for hp_flow_parse4; stage 3 then does what it always did). */
 static inline void hp_flow_stage1(const hp_flow_table *t, const hp_batch *b, int64_t j, int64_t count, hp_pkt *p,

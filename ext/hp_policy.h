@@ -137,6 +137,22 @@ static inline int32_t hp_pol_first(const hp_pol_rule *rows, hp_pol_seg seg, int 
 
 /* ---- decisions ------------------------------------------------------------------------- */
 
+/* Number of the `m` ascending breakpoints `brk` that are <= v. */
+static inline uint32_t hp_pol_upper(const int32_t *brk, uint32_t m, int64_t v)
+{
+    uint32_t lo = 0, n = m;
+    while (n > 0) {
+        uint32_t half = n / 2;
+        if (brk[lo + half] <= v) {
+            lo += half + 1;
+            n -= half + 1;
+        } else {
+            n = half;
+        }
+    }
+    return lo;
+}
+
 /* The global index of the first rule of group set `set` that allows the packet, or -1.
  * `hi`/`lo`: the peer (destination for egress, source for ingress); `port`: the destination
  * port.  `set` must be < p->n_sets. */
@@ -150,19 +166,10 @@ static inline int32_t hp_sg_match(const hp_policy *p, uint32_t set, int egress, 
     if (ix->indexed && (proto == 6 || proto == 17)) {
         /* the lowest position among the rows covering the port and those of protocol "all" */
         const hp_pol_rule *rows = p->sg_rows + seg.start;
-        const int32_t *brk = p->sg_ix_brk + ix->brk_at;
         const uint32_t *u = p->sg_ix_u32;
         const uint32_t *e, *ee, *a, *ae;
-        uint32_t lo_i = 0, n = ix->nbrk, best = UINT32_MAX;
-        while (n > 0) {  /* lo_i = number of breakpoints <= port: the port's interval */
-            uint32_t half = n / 2;
-            if (brk[lo_i + half] <= port) {
-                lo_i += half + 1;
-                n -= half + 1;
-            } else {
-                n = half;
-            }
-        }
+        /* the port's interval: the number of breakpoints <= port */
+        uint32_t lo_i = hp_pol_upper(p->sg_ix_brk + ix->brk_at, ix->nbrk, port), best = UINT32_MAX;
         e = u + u[ix->off + lo_i];
         ee = u + u[ix->off + lo_i + 1];
         for (; e < ee; e++)
@@ -252,9 +259,9 @@ static inline void hp_policy_free(hp_policy *p)
     memset(p, 0, sizeof(*p));
 }
 
-static inline int hp_pol_cmp_i64(const void *a, const void *b)
+static inline int hp_pol_cmp_i32(const void *a, const void *b)
 {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
     return (x > y) - (x < y);
 }
 
@@ -274,28 +281,12 @@ static inline int hp_pol_grow(void **buf, size_t *cap, size_t need, size_t item)
     return 0;
 }
 
-/* Number of breakpoints <= v. */
-static inline uint32_t hp_pol_upper(const int64_t *brk, uint32_t m, int64_t v)
-{
-    uint32_t lo = 0, n = m;
-    while (n > 0) {
-        uint32_t half = n / 2;
-        if (brk[lo + half] <= v) {
-            lo += half + 1;
-            n -= half + 1;
-        } else {
-            n = half;
-        }
-    }
-    return lo;
-}
-
 /* Builds the port index of the TCP or UDP segment of `n` rows (positions 0..n-1) into *ix.
  * When the interval lists would hold more than 32 entries per row (deeply nested ranges),
  * leaves the segment unindexed (scanned).  0, or -1 when out of memory. */
 static inline int hp_sg_index_build(hp_policy *p, hp_sg_ix *ix, const hp_pol_rule *rows, uint32_t n)
 {
-    int64_t *brk;
+    int32_t *brk;  /* every rule's port_lo and port_hi + 1 (both fit: port_hi + 1 only below INT32_MAX) */
     int64_t *cnt;
     uint32_t *fill;
     uint32_t i, m = 0, j, n_all = 0;
@@ -304,7 +295,7 @@ static inline int hp_sg_index_build(hp_policy *p, hp_sg_ix *ix, const hp_pol_rul
     memset(ix, 0, sizeof(*ix));
     if (n < 8)
         return 0;  /* a short scan is as fast */
-    brk = (int64_t *)malloc((size_t)2 * n * sizeof(int64_t));
+    brk = (int32_t *)malloc((size_t)2 * n * sizeof(int32_t));
     if (brk == NULL)
         return -1;
     for (i = 0; i < n; i++) {
@@ -316,9 +307,9 @@ static inline int hp_sg_index_build(hp_policy *p, hp_sg_ix *ix, const hp_pol_rul
             continue;  /* covers no port */
         brk[m++] = rows[i].port_lo;
         if (rows[i].port_hi < INT32_MAX)
-            brk[m++] = (int64_t)rows[i].port_hi + 1;
+            brk[m++] = rows[i].port_hi + 1;
     }
-    qsort(brk, m, sizeof(int64_t), hp_pol_cmp_i64);
+    qsort(brk, m, sizeof(int32_t), hp_pol_cmp_i32);
     for (i = 0, j = 0; i < m; i++)
         if (j == 0 || brk[i] != brk[j - 1])
             brk[j++] = brk[i];
@@ -349,8 +340,7 @@ static inline int hp_sg_index_build(hp_policy *p, hp_sg_ix *ix, const hp_pol_rul
         goto out;
     ix->nbrk = m;
     ix->brk_at = (uint32_t)p->sg_ix_brk_n;
-    for (j = 0; j < m; j++)
-        p->sg_ix_brk[p->sg_ix_brk_n + j] = (int32_t)brk[j];
+    memcpy(p->sg_ix_brk + p->sg_ix_brk_n, brk, (size_t)m * sizeof(int32_t));
     p->sg_ix_brk_n += m;
     ix->off = (uint32_t)p->sg_ix_u32_n;
     {
