@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from hyperplane.codes import DropReason
-from hyperplane.engine import young_collections_only
+from hyperplane.engine import survivors_frozen
 
 TAP_NAMES = ("lambda", "eni", "internet")
 
@@ -112,7 +112,7 @@ def run_replay(cfg: ReplayConfig) -> dict:
         want_comments = any(isinstance(w, PcapngWriter) for w in writers.values())
         drops = stack.enter_context(open(cfg.drops_path, "w")) if cfg.drops_path else None
         progress = stack.enter_context(_Progress(cfg.capture)) if cfg.progress else None
-        collect_young = stack.enter_context(young_collections_only())
+        freeze_survivors = stack.enter_context(survivors_frozen())
         index = 0
         for batch in reader:
             n = len(batch.offsets)
@@ -125,7 +125,7 @@ def run_replay(cfg: ReplayConfig) -> dict:
             if drops is not None and res.reasons.any():
                 drops.writelines(json.dumps(record) + "\n" for record in res.drop_records(index))
             index += n
-            collect_young()
+            freeze_survivors()
             if progress is not None:
                 progress.advance(n, reader)
         summary = engine.summary()

@@ -281,35 +281,86 @@ def test_process_batch_pauses_the_collector_and_restores_it(make_engine, monkeyp
         gc.enable()
 
 
-def test_a_replay_collects_young_garbage_cycles_without_the_automatic_collector():
-    """young_collections_only (run_replay's batches): the automatic collector is off inside,
-    each tick frees the garbage cycles made since the previous one, and it is on again after."""
+def test_a_replay_parks_what_each_batch_leaves_alive_out_of_the_collectors_sight():
+    """survivors_frozen (run_replay's batches): the automatic collector is off inside; each tick
+    freezes what lives on (no collection walks it again), objects still die by reference
+    counting, and after the run the collector is back and frees a cycle made during it."""
     import gc
     import weakref
 
-    from hyperplane.engine import young_collections_only
+    from hyperplane.engine import survivors_frozen
 
     class Node:
         pass
 
-    assert gc.isenabled()
-    with young_collections_only() as tick:
+    gc.collect()
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    with survivors_frozen() as tick:
         assert not gc.isenabled()
-        node = Node()
-        node.self = node  # a cycle: only the collector frees it
-        ref = weakref.ref(node)
-        del node
-        assert ref() is not None
+        kept, dropped = Node(), Node()
+        cycle = Node()
+        cycle.self = cycle  # only the collector frees it
+        refs = weakref.ref(kept), weakref.ref(dropped), weakref.ref(cycle)
+        del cycle
         tick()
-        assert ref() is None
-    assert gc.isenabled()
+        assert gc.get_freeze_count() > 0
+        assert not any(o is kept for o in gc.get_objects())  # no generation holds it
+        del dropped
+        assert refs[1]() is None  # reference counting still frees frozen objects
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert refs[2]() is not None
+    gc.collect()
+    assert refs[2]() is None and refs[0]() is kept
     gc.disable()
     try:
-        with young_collections_only() as tick:
+        with survivors_frozen() as tick:
             tick()
+            assert gc.get_freeze_count() == 0
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("backend", ["reference", "core"])
+def test_a_replay_makes_no_garbage_cycles(backend, tmp_path):
+    """What survivors_frozen relies on: replaying the demo (new connections, replies, drops, NAT,
+    an overflow ENI, flow logs, all taps) leaves no garbage for the collector; every object it
+    made is freed by reference counting (the first run may fill lazy caches; the second must
+    leave nothing). The summary file, written once after the run, is left out: json's indenting
+    encoder is a cycle of closures."""
+    import gc
+    import os
+
+    from hyperplane.commands.common import load_model, parse_sandboxes
+    from hyperplane.commands.demo import demo_dir, load_manifest
+    from hyperplane.engine import available_backends
+    from hyperplane.replay import ReplayConfig, run_replay
+
+    if backend not in available_backends():
+        pytest.skip("the core is not built")
+    folder = demo_dir()
+    manifest = load_manifest(folder)
+
+    def replay(n: int) -> dict:
+        out = tmp_path / str(n)
+        out.mkdir()
+        return run_replay(ReplayConfig(
+            capture=os.path.join(folder, manifest["capture"]), model=load_model([os.path.join(folder, manifest["vpc"])]),
+            sandboxes=parse_sandboxes(manifest["sandboxes"]),
+            taps={tap: str(out / f"{tap}.pcap") for tap in ("lambda", "eni", "internet")},
+            drops_path=str(out / "drops.jsonl"), flow_logs_path=str(out / "flow-logs.log"), eni_capacity=manifest["options"]["eni_capacity"],
+            backend=backend))
+
+    replay(1)
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        summary = replay(2)
+        assert gc.collect() == 0, [type(o).__name__ for o in gc.garbage[:20]]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert summary["dropped"] > 0 and summary["forwarded"] > 0 and len(summary["enis"]) > 1
 
 
 def test_a_finished_engine_is_freed_at_once_with_its_connections(make_engine):
