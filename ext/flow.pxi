@@ -4,6 +4,7 @@
 # teaches it connections; FlowTable.run forwards the packets of those connections in one nogil
 # loop and stops at the first packet it cannot handle. See hp_flow.h for the rules.
 from libc.math cimport INFINITY
+from libc.string cimport memcpy
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 
 cdef extern from "hp_flow.h" nogil:
@@ -24,6 +25,10 @@ cdef extern from "hp_flow.h" nogil:
         uint8_t proto
         uint8_t bits
         uint16_t exchanges
+    ctypedef struct hp_flow_event:
+        double ts
+        uint32_t idx
+        uint32_t kind
     ctypedef struct hp_slot:
         uint32_t tag
         uint32_t ref
@@ -37,6 +42,8 @@ cdef extern from "hp_flow.h" nogil:
         uint64_t used
         uint32_t *dirty
         uint32_t ndirty
+        hp_flow_event *events
+        uint32_t nevents
         uint64_t rehashes
         uint32_t gen
         uint32_t interval
@@ -87,13 +94,14 @@ cdef extern from "hp_flow.h" nogil:
     void hp_flow_gather(const uint8_t *tap, const uint8_t *src, int64_t n, const int64_t *off,
                         const int64_t *srcoff, const int32_t *head, const int32_t *len, uint8_t *dst)
     int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, int64_t count, double horizon, int *why)
-    int HP_K_KEY, HP_K_LEARNED, HP_K_ENI, HP_K_INET, HP_K_NATRW
+    int HP_K_KEY, HP_K_LEARNED, HP_K_ENI, HP_K_INET, HP_K_NATRW, HP_K_FIRST
     int HP_C_LASTREPLY, HP_C_NAT, HP_C_DIRTY, HP_C_OWNER_SHIFT
     int HP_STOP_COUNT
 
 #: Key kinds (hp_flow.h): the sandbox's packet, a reply in the sandbox's view, a reply in VPC form.
 FLOW_KIND_OUT, FLOW_KIND_REPLY, FLOW_KIND_VPC = 0, 1, 2
-FLOW_K_LEARNED, FLOW_K_ENI, FLOW_K_INET, FLOW_K_NATRW = HP_K_LEARNED, HP_K_ENI, HP_K_INET, HP_K_NATRW
+FLOW_K_LEARNED, FLOW_K_ENI, FLOW_K_INET, FLOW_K_NATRW, FLOW_K_FIRST = (HP_K_LEARNED, HP_K_ENI, HP_K_INET, HP_K_NATRW,
+                                                                     HP_K_FIRST)
 #: Why FlowTable.run stopped, by code (the order of HP_STOP_* in hp_flow.h).
 FLOW_STOPS = ("end", "horizon", "parse", "miss", "generation", "unlearned", "time", "expired", "window",
               "nat-idle", "tcp", "overflow", "space", "bounds")
@@ -256,12 +264,14 @@ cdef class FlowTable:
             "owner": (c.bits >> HP_C_OWNER_SHIFT) & 3, "dirty": bool(c.bits & HP_C_DIRTY),
         }
 
-    def learn(self, idx, int kind, int flags, uint32_t window):
+    def learn(self, idx, int kind, int flags, uint32_t window, bint first=False):
         """Make ``kind`` of entry ``idx`` usable in flow-log window ``window`` with tap flags
         ``flags`` (FLOW_K_ENI | FLOW_K_INET | FLOW_K_NATRW): its key goes in the index (taking the
         5-tuple over from any other entry). Learning in another window than the entry's forgets
         the other kinds (their flow-log records belong to the old window). A reply kind becomes
-        the owner of the REPLY counters (the entry must be folded: counters zero)."""
+        the owner of the REPLY counters (the entry must be folded: counters zero). ``first``: the
+        kind is learned ahead of its first packet, which the fast path will report in
+        take_events()."""
         cdef hp_conn *c = self._conn(idx)
         cdef int k
         if not 0 <= kind < 3:
@@ -274,9 +284,17 @@ cdef class FlowTable:
             c.window = window
         if hp_flow_key(&self._t, <uint32_t>idx, kind) != 0:
             raise MemoryError("flow index full")
-        c.kind[kind] = HP_K_KEY | HP_K_LEARNED | (flags & (HP_K_ENI | HP_K_INET | HP_K_NATRW))
+        c.kind[kind] = HP_K_KEY | HP_K_LEARNED | (flags & (HP_K_ENI | HP_K_INET | HP_K_NATRW)) | (HP_K_FIRST if first else 0)
         if kind != 0:
             c.bits = (c.bits & ~(3 << HP_C_OWNER_SHIFT)) | (kind << HP_C_OWNER_SHIFT)
+
+    def take_events(self):
+        """The first packets of kinds learned ahead (``learn(..., first=True)``) the fast path
+        forwarded since the last call, in packet order, as ``(index, kind, timestamp)``; resets."""
+        cdef uint32_t j
+        out = [(self._t.events[j].idx, self._t.events[j].kind, self._t.events[j].ts) for j in range(self._t.nevents)]
+        self._t.nevents = 0
+        return out
 
     def forget(self, idx, kind=None):
         """Un-learn one kind (or every kind) of entry ``idx``; keys stay in the index."""
@@ -481,6 +499,31 @@ cdef class FlowBatch:
             self.b.lt = 0
         self.b.verdict = &self.vv[0] if count else NULL
         self.b.reason = &self.rv[0] if count else NULL
+
+    def append(self, int t, int64_t i, data):
+        """Add packet ``i``'s form ``data`` (bytes: what the slow path emitted) to tap ``t`` as a row
+        of the tap's own bytes, after the rows so far (``tap_state`` updated). False, and nothing
+        written, when the tap buffer lacks room: the caller grows it and binds again."""
+        cdef const uint8_t[::1] d = data
+        cdef int64_t n = d.shape[0], used, r
+        if not 0 <= t < 3:
+            raise ValueError("tap must be 0, 1 or 2")
+        used = self.st[t]
+        r = self.st[3 + t]
+        if r >= self.count or not 0 <= i < self.count:
+            raise ValueError("tap rows full, or packet index out of range")
+        if n > self.b.tap_cap[t] - used:
+            return False
+        if n:
+            memcpy(self.b.tap_buf[t] + used, &d[0], <size_t>n)
+        self.b.tap_idx[t][r] = i
+        self.b.tap_off[t][r] = used
+        self.b.tap_src[t][r] = 0
+        self.b.tap_head[t][r] = <int32_t>n
+        self.b.tap_len[t][r] = <int32_t>n
+        self.st[t] = used + n
+        self.st[3 + t] = r + 1
+        return True
 
     cdef int64_t[::1] _rows64(self, rows):
         cdef int64_t[::1] a = rows

@@ -18,7 +18,10 @@
  * Learning. A kind is usable only once the slow path handled a packet of that kind and the
  * Python side checked that this table reproduces its result byte for byte (HP_K_LEARNED). The
  * learned facts are valid for one configuration generation (`gen`) and one flow-log window
- * (`window`); any other packet punts.
+ * (`window`); any other packet punts. A kind can also be learned ahead of its first packet
+ * (HP_K_FIRST: the reply of a connection the slow path just opened, whose outcome the slow path
+ * decided when it opened it); the fast path forwards that first packet and reports it in
+ * `events`, from which the caller makes the flow-log records before it reads anything else.
  *
  * The fast path (hp_flow_run) forwards a packet only when everything it would do is known:
  * IPv4 TCP/UDP, parsed cleanly, not a fragment, time not going backwards, before the
@@ -56,6 +59,8 @@
 #define HP_K_ENI 0x04      /* emit on the eni tap */
 #define HP_K_INET 0x08     /* emit on the internet tap */
 #define HP_K_NATRW 0x10    /* the internet form crosses the NAT gateway translation */
+#define HP_K_FIRST 0x20    /* learned ahead of its first packet: the fast path reports that packet
+                              in `events` (its flow-log records are made from it) */
 
 /* hp_conn.bits */
 #define HP_C_LASTREPLY 0x01 /* UDP: the last packet went REPLY (Conn._last_dir) */
@@ -116,6 +121,13 @@ typedef struct hp_conn {
     uint16_t exchanges;   /* UDP exchanges completed by the fast path since the last fold */
 } hp_conn;
 
+/* The first packet of a kind learned ahead (HP_K_FIRST): entry, kind and time. */
+typedef struct hp_flow_event {
+    double ts;
+    uint32_t idx;
+    uint32_t kind;
+} hp_flow_event;
+
 typedef struct hp_slot {
     uint32_t tag; /* high 32 bits of the hash */
     uint32_t ref; /* (entry index + 1) << 2 | kind; 0 = empty */
@@ -131,6 +143,8 @@ typedef struct hp_flow_table {
     uint64_t used;              /* occupied slots */
     uint32_t *dirty;            /* entries with HP_C_DIRTY, in the order they became dirty */
     uint32_t ndirty, cap_dirty;
+    hp_flow_event *events;      /* first packets of kinds learned ahead, in packet order */
+    uint32_t nevents, cap_events;
     uint64_t rehashes;
     /* configuration */
     uint32_t gen;
@@ -229,13 +243,14 @@ static inline void hp_flow_free(hp_flow_table *t)
     free(t->conns);
     free(t->slots);
     free(t->dirty);
+    free(t->events);
     memset(t, 0, sizeof(*t));
 }
 
 static inline size_t hp_flow_memory(const hp_flow_table *t)
 {
     return (size_t)t->cap_conns * sizeof(hp_conn) + (size_t)(t->mask + 1) * sizeof(hp_slot)
-           + (size_t)t->cap_dirty * sizeof(uint32_t);
+           + (size_t)t->cap_dirty * sizeof(uint32_t) + (size_t)t->cap_events * sizeof(hp_flow_event);
 }
 
 /* --- the index ------------------------------------------------------------------------------- */
@@ -425,6 +440,20 @@ static inline int hp_flow_mark_dirty(hp_flow_table *t, uint32_t idx)
     }
     t->dirty[t->ndirty++] = idx;
     c->bits |= HP_C_DIRTY;
+    return 0;
+}
+
+/* Room for one more event; 0, or -1 when out of memory. */
+static inline int hp_flow_event_room(hp_flow_table *t)
+{
+    if (t->nevents == t->cap_events) {
+        uint32_t cap = t->cap_events ? t->cap_events * 2 : 64;
+        hp_flow_event *grown = (hp_flow_event *)realloc(t->events, sizeof(hp_flow_event) * (size_t)cap);
+        if (!grown)
+            return -1;
+        t->events = grown;
+        t->cap_events = cap;
+    }
     return 0;
 }
 
@@ -762,6 +791,7 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
                 *why = HP_STOP_SPACE; return i;
             }
         if (hp_flow_mark_dirty(t, idx) != 0) { *why = HP_STOP_SPACE; return i; }
+        if ((kflags & HP_K_FIRST) && hp_flow_event_room(t) != 0) { *why = HP_STOP_SPACE; return i; }
         /* commit */
         if (pp->proto == 17) {
             if (dir) {
@@ -788,6 +818,13 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
         c->raw_flags[dir] |= pp->tcp_flags;
         c->aws_flags[dir] |= t->awsmap[pp->tcp_flags];
         c->end_off[dir] = (uint16_t)(second - win_lo);
+        if (kflags & HP_K_FIRST) {
+            hp_flow_event *e = &t->events[t->nevents++];
+            e->ts = ts;
+            e->idx = idx;
+            e->kind = (uint32_t)k;
+            c->kind[k] &= (uint8_t)~HP_K_FIRST;
+        }
         t->now = ts;
         t->fast_packets++;
         ip = frame + pp->l3;

@@ -13,7 +13,11 @@ VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the referen
   learned unless the C renderer reproduces the slow path's tap bytes exactly for that packet, and
   the flow-log calls it made are the plain per-packet kind (same bytes, flags, time). Learned
   facts hold for one configuration generation and one flow-log window; the next packet outside
-  them goes to the slow path again and re-teaches.
+  them goes to the slow path again and re-teaches. After the slow path opened a connection, its
+  REPLY kind is taught *ahead* of the first reply, from the reply leg the slow path planned when it
+  opened it (``path.back``; not when that leg is refused): the fast path forwards that first reply
+  and reports it (``FlowTable.take_events``), and the engine makes its flow-log records from it
+  (``_first_packets``), in packet order, before anything reads them.
 - **Fast path**: ``FlowTable.run``, one nogil loop over the batch: parse, look up, state machine
   (the table of :func:`hyperplane.tcpstate.table_as_array`), timer from the same timeout table,
   counters, rewrites with incremental checksums into per-tap buffers. It stops at the first
@@ -195,6 +199,7 @@ class CoreEngine:
         self._conn_of: dict[int, object] = {}  # entry index -> Conn
         self._records: dict[int, list] = {}  # entry index -> flow-log records per kind
         self._generation: dict[int, tuple] = {}  # entry index -> (Conn.generation, Path.gen) when taught
+        self._ahead: dict[int, tuple] = {}  # entry index -> (kind, proto, logs) of a kind learned ahead
         self._touched: list = []
         self._spare: list = []  # _Outputs reused across batches
         self.learned = 0
@@ -217,6 +222,9 @@ class CoreEngine:
     def _sync(self) -> None:
         """Fold every entry the fast path changed into its Conn and flow-log records."""
         ft = self.ft
+        events = ft.take_events()
+        if events:
+            self._first_packets(events)
         if ft.dirty:
             conn_of, records, interval = self._conn_of, self._records, self.interval
             reschedule = self.dp.table.reschedule
@@ -249,6 +257,20 @@ class CoreEngine:
             self.dp.packets += fast
             self.dp.forwarded += fast
 
+    def _first_packets(self, events) -> None:
+        """Make the flow-log records of kinds learned ahead whose first packet the fast path
+        forwarded (in packet order, before anything else reads the records): those the slow path
+        would have made for it; the fold counts the packet into them."""
+        record = self.dp.flowlog.record
+        ahead, records = self._ahead, self._records
+        for idx, kind, ts in events:
+            entry = ahead.pop(idx, None)
+            if entry is None or entry[0] != kind:
+                raise AssertionError(f"flow entry {idx}: a first packet of kind {kind} nobody expected")
+            proto = entry[1]
+            records[idx][kind] = [record(eni_id, src, dst, sport, dport, proto, ts, action, **(extra or {}))
+                                  for eni_id, src, dst, sport, dport, action, extra in entry[2]]
+
     def _catch_up(self) -> None:
         """Sync, and move the slow path's clock to the last packet the fast path saw (no timer
         of the slow path is due before it: the fast path stops at the first one)."""
@@ -262,6 +284,7 @@ class CoreEngine:
         if idx is not None:
             self.ft.release(idx)
             del self._conn_of[idx], self._records[idx], self._generation[idx]
+            self._ahead.pop(idx, None)
 
     def _load(self, idx: int, conn) -> None:
         """The slow path's view of ``conn`` into its entry."""
@@ -276,6 +299,7 @@ class CoreEngine:
         taught = (conn.generation, path.gen)
         if self._generation[idx] != taught:
             self.ft.forget(idx)
+            self._ahead.pop(idx, None)
             self._generation[idx] = taught
 
     def _horizon(self) -> float:
@@ -396,6 +420,33 @@ class CoreEngine:
             return
         self._records[idx][kind] = [call[0] for call in calls]
         self.learned += 1
+        if kind == _KIND_OUT:
+            self._learn_reply_ahead(idx, conn, window)
+        else:
+            self._ahead.pop(idx, None)  # learning a reply kind replaces (or owns over) one learned ahead
+
+    def _learn_reply_ahead(self, idx: int, conn, window: int) -> None:
+        """Teach the REPLY kind of a connection that has had no reply yet, ahead of its first
+        reply: the slow path decided that reply's outcome when it opened the connection (the
+        reply leg of its path), and would forward it with the path's taps and flow-log records
+        (made from the first reply when the fast path forwards it; see _first_packets). Not when
+        the reply leg is refused, or when the remote is a sandbox address (its packets would be
+        the sandbox's own, classified first as outbound)."""
+        path = conn.path
+        if conn.replied or path.back[0] is not None:
+            return
+        if self.dp._sandboxes[4].lookup(conn.lambda_tuple[2]) is not None:
+            return
+        flags = 0
+        if path.eni_tap:
+            flags |= _core.FLOW_K_ENI
+        if path.internet:
+            flags |= _core.FLOW_K_INET
+        if path.nat_rev is not None:
+            flags |= _core.FLOW_K_NATRW
+        self.ft.learn(idx, _KIND_REPLY, flags, window, first=True)
+        self._ahead[idx] = (_KIND_REPLY, conn.proto, path.back[1])
+        self.learned += 1
 
     # --- the API ----------------------------------------------------------------------------
     def _outputs(self, rows: int, tap_bytes: int) -> "_Outputs":
@@ -494,7 +545,7 @@ class CoreEngine:
                 components[i] = result.component
                 rules[i] = result.rule
             for tap, data in result.taps.items():
-                out.append(_TAP_INDEX[tap], i, data)
+                batch.append(_TAP_INDEX[tap], i, data)
             for tap, data in result.emitted:
                 emitted[tap].append((i, data))
             horizon = self._horizon()
@@ -521,6 +572,7 @@ class CoreEngine:
         records = self.dp.flow_logs(flush)
         if flush:
             self.ft.forget_all()  # the records the entries count into are gone
+            self._ahead.clear()
         return records
 
     def connections(self) -> list:
@@ -567,6 +619,13 @@ class _Bound:
         self.out = out
         self.args = (view, offs, lens, stamps, lts)
         self.bind()
+
+    def append(self, t: int, i: int, data: bytes) -> None:
+        """A slow-path packet's form on tap ``t`` (the outputs grow, and are bound again, when
+        the tap buffer is full)."""
+        if not self.bound.append(t, i, data):
+            self.out.append(t, i, data)
+            self.bind()
 
     def bind(self) -> None:
         out = self.out

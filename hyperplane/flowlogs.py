@@ -209,6 +209,18 @@ class FlowLogAggregator:
         """Count one packet of ``nbytes`` (IP length) seen on ``eni_id`` at ``ts`` with
         ``action`` ACCEPT or REJECT. ``extra`` (:data:`EXTRA_FIELDS`) is taken from the first
         packet of the record. Returns the record it went into."""
+        record = self.record(eni_id, src, dst, sport, dport, proto, ts, action, **extra)
+        record.packets += 1
+        record.bytes += nbytes
+        if tcp_flags:
+            record.tcp_flags |= AWS_TCP_FLAGS[tcp_flags & 0xFF]
+        return record
+
+    def record(self, eni_id: str, src, dst, sport: int, dport: int, proto: int, ts: float, action: str,
+               **extra) -> FlowRecord:
+        """The record a packet at ``ts`` goes into (made when it is the first), its time span
+        stretched to ``ts``, without counting the packet (:meth:`add` counts it; the core's fast
+        path counts its packets in bulk)."""
         second = int(ts // 1)
         window = second - second % self.interval
         key = (eni_id, src, dst, sport, dport, proto, action, window)
@@ -224,14 +236,10 @@ class FlowLogAggregator:
                                 _address_text(dst, ipv6), sport, dport, proto, second, action,
                                 window, extra)
             self._records[key] = record
-        record.packets += 1
-        record.bytes += nbytes
-        if second > record.end:
+        elif second > record.end:
             record.end = second
         elif second < record.start:
             record.start = second
-        if tcp_flags:
-            record.tcp_flags |= AWS_TCP_FLAGS[tcp_flags & 0xFF]
         return record
 
     def flush(self, before: float | None = None) -> list[FlowRecord]:

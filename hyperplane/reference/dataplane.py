@@ -19,6 +19,7 @@ Every packet gets exactly one :class:`~hyperplane.engine.Result`.
 from __future__ import annotations
 
 import copy
+import functools
 import heapq
 import ipaddress
 import math
@@ -151,8 +152,10 @@ class Rewrite:
 _apply = Rewrite.apply
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def address_text(version: int, value: int) -> str:
-    """An integer address as text (what flow logs print), without ipaddress objects."""
+    """An integer address as text (what flow logs print), without ipaddress objects. Memoised:
+    every new connection logs a few addresses, mostly the same ones (its ENI, its destination)."""
     if version == 4:
         return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
     return socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))

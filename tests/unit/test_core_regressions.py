@@ -77,3 +77,70 @@ def test_a_timer_due_mid_batch_runs_without_a_slow_path_packet_and_changes_nothi
     assert engine._impl.core_stats()["timer_runs"] >= 1
     summary = reference[3]
     assert summary["forwarded"] == summary["packets"] == 43
+
+
+def _first_replies(backend: str, slow=None):
+    """TCP handshakes of orders-api (to its database, and to the internet through the NAT
+    gateway) and of report-worker (whose subnet's NACL drops the replies), replies in the
+    sandbox's view, one batch; a custom v5 format; the second round's replies fall in the next
+    flow-log window (60 s)."""
+    import ipaddress
+
+    import numpy as np
+
+    from hyperplane.engine import Engine, EngineOptions
+    from hyperplane.flowlogs import V5_CUSTOM_FIELDS
+    from hyperplane.reference.dataplane import build_packet
+    from hyperplane.vpc.loader import load_vpc
+
+    demo = os.path.join(os.path.dirname(__file__), "..", "..", "pcaps", "demo")
+    engine = Engine(load_vpc(os.path.join(demo, "vpc")), ["orders-api=169.254.76.0/24", "report-worker=169.254.77.0/24"],
+                    EngineOptions(flow_log_interval=60, flow_log_fields=V5_CUSTOM_FIELDS), backend=backend)
+    if slow is not None:  # note the frames the core's slow path takes
+        impl, slow_path = engine._impl, engine._impl._slow
+        impl._slow = lambda frame, ts, lt: slow.append(frame) or slow_path(frame, ts, lt)
+    ip = lambda text: int(ipaddress.ip_address(text))  # noqa: E731
+    peers = [(ip("169.254.76.5"), ip("10.0.3.10"), 5432), (ip("169.254.76.6"), ip("203.0.113.10"), 443),
+             (ip("169.254.77.5"), ip("203.0.113.20"), 443)]
+    frames, stamps = [], []
+    t = 1_793_610_030.0
+    for round_ in range(2):
+        for k, (sandbox, server, port) in enumerate(peers):
+            sport = 40000 + 10 * round_ + k
+            frames.append(build_packet(4, sandbox, server, 6, sport, port, 0x02))
+            stamps.append(t)
+            frames.append(build_packet(4, server, sandbox, 6, port, sport, 0x12))
+            stamps.append(t + 35.0)  # round 0: the reply is in the next 60 s window
+            frames.append(build_packet(4, sandbox, server, 6, sport, port, 0x10))
+            stamps.append(t + 35.5)
+            t += 0.25
+        t = 1_793_610_125.0  # round 1: in the window [120, 180) s, replies included
+    lengths = np.array([len(f) for f in frames], np.int64)
+    offsets = np.concatenate(([0], np.cumsum(lengths[:-1]))).astype(np.int64)
+    order = np.argsort(np.array(stamps), kind="stable")
+    buffer = b"".join(frames[i] for i in order)
+    lengths = lengths[order]
+    offsets = np.concatenate(([0], np.cumsum(lengths[:-1]))).astype(np.int64)
+    batch = engine.process_batch(buffer, offsets, lengths, np.array(stamps)[order])
+    if slow is not None:
+        slow[:] = sorted(frames.index(f) for f in slow)  # 9 * round + 3 * peer + step
+    taps = {name: [(i, bytes(d)) for i, d in batch.taps[name]] for name in batch.taps}
+    logs = [r.format(engine.flow_log_fields) for r in engine.flow_logs()]
+    return (batch.verdicts.tolist(), batch.reasons.tolist(), taps, logs, engine.summary()), engine
+
+
+def test_the_first_reply_of_a_new_connection_is_forwarded_by_the_fast_path():
+    """The slow path decides a new connection's reply leg when it opens it, so the fast path is
+    taught the reply ahead (FlowTable.learn(first=True)); the first reply then costs no slow-path
+    packet, and its flow-log records are made from it, as the slow path would (same windows,
+    start times, v5 fields, order). A refused reply leg is not taught ahead."""
+    slow: list = []
+    core, _ = _first_replies("core", slow)
+    reference, _ = _first_replies("reference")
+    assert core == reference
+    verdicts = reference[0]
+    assert verdicts.count(0) == 16 and len(verdicts) == 18  # report-worker's replies are dropped
+    # slow path: every SYN (step 0), report-worker's refused replies (peer 2, step 1) and, in
+    # round 0 only, the replies and ACKs that crossed into the next flow-log window (the reply
+    # is taught again there, which voids the ACK's kind learned in the old window)
+    assert slow == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16], slow
