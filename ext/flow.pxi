@@ -3,7 +3,6 @@
 # FlowTable is driven by hyperplane/core.py (CoreEngine): the slow path (the reference dataplane)
 # teaches it connections; FlowTable.run forwards the packets of those connections in one nogil
 # loop and stops at the first packet it cannot handle. See hp_flow.h for the rules.
-from libc.math cimport INFINITY
 from libc.string cimport memcpy
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 
@@ -50,7 +49,6 @@ cdef extern from "hp_flow.h" nogil:
         int strict
         double nat_idle
         double now
-        double soonest
         uint8_t tcp[2][6][10]
         uint8_t fclass[256]
         uint8_t awsmap[256]
@@ -346,13 +344,7 @@ cdef class FlowTable:
             c.exchanges = 0
             c.bits &= ~HP_C_DIRTY
         self._t.ndirty = 0
-        self._t.soonest = INFINITY  # the caller hands every folded expiry to the slow path
         return out
-
-    @property
-    def soonest(self):
-        """The earliest expiry the fast path moved earlier since the last fold (inf: none)."""
-        return self._t.soonest
 
     @property
     def dirty(self):

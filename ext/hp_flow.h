@@ -24,14 +24,14 @@
  * `events`, from which the caller makes the flow-log records before it reads anything else.
  *
  * The fast path (hp_flow_run) forwards a packet only when everything it would do is known:
- * IPv4 TCP/UDP, parsed cleanly, not a fragment, time not going backwards, before the
- * `horizon` (the earliest timer of the slow path), a learned kind of an entry of the current
- * generation and window, connection alive (ts < expires), NAT mapping not idle, the TCP
- * transition neither a reopen nor invalid under strict, counters not overflowing. Else it stops
- * and returns the packet's index: the caller runs the slow path for it and resumes after it. A
- * transition that moves a timer earlier (ESTABLISHED -> FIN_WAIT) is handled: `soonest` keeps
- * the earliest such expiry until the caller folds the entries into the slow path (whose expiry
- * heap then hears of it), and the horizon of this and later runs is lowered to it.
+ * IPv4 TCP/UDP, parsed cleanly, not a fragment, time not going backwards, before the caller's
+ * `horizon` (if any), a learned kind of an entry of the current generation and window,
+ * connection alive (ts < expires), NAT mapping not idle, the TCP transition neither a reopen nor
+ * invalid under strict, counters not overflowing. Else it stops and returns the packet's index:
+ * the caller runs the slow path for it and resumes after it. The slow path's timers (other
+ * connections' expiry, NAT idle) need no stop: they fire in time order whenever the slow path
+ * next moves its clock, with the same results (a packet of a connection whose own timer ran out
+ * stops here: the expiry and NAT idle checks above).
  *
  * Memory. Entries grow by doubling (indices stay valid: realloc); the index is rehashed into
  * twice its size when it would pass 3/4 full (a stop-the-world rehash, amortised O(1) per key;
@@ -152,8 +152,6 @@ typedef struct hp_flow_table {
     int strict;
     double nat_idle;
     double now;                 /* the slow path's clock: packets before it punt */
-    double soonest;             /* earliest expiry the fast path moved earlier since the last
-                                   fold (INFINITY: none): a timer the slow path has not heard of */
     uint8_t tcp[2][6][HP_NSTATES];
     uint8_t fclass[256];
     uint8_t awsmap[256];
@@ -234,7 +232,6 @@ static inline int hp_flow_init(hp_flow_table *t, uint32_t expected)
     t->cap_dirty = 64;
     t->interval = 600;
     t->now = -INFINITY;
-    t->soonest = INFINITY;
     return 0;
 }
 
@@ -686,8 +683,6 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
     hp_pkt ring[HP_RING];
     uint64_t hash[HP_RING];
     int ok[HP_RING];
-    if (t->soonest < horizon)
-        horizon = t->soonest;
     for (i = start; i < count; i++) {
         hp_pkt *pp;
         const uint8_t *frame;
@@ -803,14 +798,6 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
             }
         }
         c->state = new_state;
-        if (new_exp < c->expires) {
-            /* a timer moved earlier (ESTABLISHED -> FIN_WAIT): the slow path's next timer may
-             * now be this one; later packets stop at it, and the fold tells the slow path */
-            if (new_exp < t->soonest)
-                t->soonest = new_exp;
-            if (new_exp < horizon)
-                horizon = new_exp;
-        }
         c->expires = new_exp;
         c->last_seen = ts;
         c->pkts[dir]++;

@@ -5,7 +5,7 @@ VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the referen
 - **Slow path**: :class:`hyperplane.reference.dataplane.Dataplane`, unchanged. It handles every
   packet the fast path cannot: new connections, unsolicited packets, malformed ones, drops,
   IPv6 (always: the C table keys IPv4 5-tuples only), fragments, NAT idle timeouts, TCP reopens,
-  packets at or after the slow path's next timer (conntrack expiry, NAT idle, fragments).
+  packets of a connection whose own timer ran out.
 - **Learning**: after the slow path forwarded a packet of a tracked IPv4 connection, the engine
   teaches the C table (``ext/hp_flow.h``) that connection's endpoints, state and timer, and for
   the packet's *key kind* (the sandbox's packet / a reply in the sandbox's view / a reply in VPC
@@ -22,9 +22,12 @@ VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the referen
   (the table of :func:`hyperplane.tcpstate.table_as_array`), timer from the same timeout table,
   counters, rewrites with incremental checksums into per-tap buffers. It stops at the first
   packet it cannot handle; that packet runs on the slow path and the loop resumes after it, so
-  packets are handled in capture order. A stop at the horizon first runs the slow path's timers
-  up to the packet's time (what the slow path would do first for it) and resumes the fast loop
-  at that packet, so a timer costs a timer run, not a slow-path packet.
+  packets are handled in capture order.
+- **Timers**: the slow path's timers (connection expiry, NAT idle, fragments) fire when its clock
+  next moves: at its next packet, and at the end of each batch (``_catch_up``). The reference
+  fires them in their own time order, so firing a stretch of them at once gives what firing them
+  packet by packet would; and a packet of a connection whose own timer ran out (expired, or NAT
+  mapping idle) stops the fast loop. So the fast loop never stops for another connection's timer.
 - **State sync**: the C entry is the authority for what the fast path changes (state, timer,
   last seen, counters, UDP exchanges, flow-log counts). Before any Python code of the slow path
   runs (a punt, a report, a configuration change, explain) every entry the fast path changed is
@@ -42,7 +45,7 @@ import math
 import sys
 import weakref
 from collections.abc import Sequence
-from typing import Optional
+
 
 import numpy as np
 
@@ -203,7 +206,6 @@ class CoreEngine:
         self._touched: list = []
         self._spare: list = []  # _Outputs reused across batches
         self.learned = 0
-        self.timer_runs = 0  # horizon stops resolved by running the timers (no slow packet)
 
     # --- the reference's attributes ---------------------------------------------------------
     @property
@@ -272,8 +274,8 @@ class CoreEngine:
                                   for eni_id, src, dst, sport, dport, action, extra in entry[2]]
 
     def _catch_up(self) -> None:
-        """Sync, and move the slow path's clock to the last packet the fast path saw (no timer
-        of the slow path is due before it: the fast path stops at the first one)."""
+        """Sync, and move the slow path's clock to the last packet the fast path saw: the timers
+        due by then fire (in their time order, as packet by packet)."""
         self._sync()
         dp = self.dp
         if dp._now is not None and self.ft.now > dp._now:
@@ -302,13 +304,6 @@ class CoreEngine:
             self._ahead.pop(idx, None)
             self._generation[idx] = taught
 
-    def _horizon(self) -> float:
-        """The earliest timer of the slow path: packets at or after it go to the slow path."""
-        dp = self.dp
-        if dp._now is None:
-            return -math.inf
-        return dp.next_timer()
-
     # --- the slow path ----------------------------------------------------------------------
     def _slow(self, frame: bytes, ts: float, linktype: int) -> Result:
         self._sync()
@@ -333,22 +328,6 @@ class CoreEngine:
             if idx is not None and conn.alive:
                 self._load(idx, conn)
         self._touched = []
-
-    def _run_timers(self, ts: float) -> bool:
-        """At a horizon stop: run the slow path's timers up to ``ts``, as its processing of the
-        packet at ``ts`` would do first (connection expiry, NAT idle, fragments), so the packet
-        can go back to the fast loop. False (the slow path takes the packet) when the slow path
-        has no clock yet, ``ts`` does not move it forward, or a timer is still due at ``ts``."""
-        dp = self.dp
-        if dp._now is None or not ts > dp._now:
-            return False
-        self._catch_up()
-        self._touched = []
-        dp._advance(ts)
-        self.ft.now = dp._now
-        self._reload_touched()
-        self.timer_runs += 1
-        return self._horizon() > ts
 
     def _learn(self, frame: bytes, ts: float, result: Result, calls: list) -> None:
         """Teach the C table the connection of a packet the slow path forwarded (see the module
@@ -461,14 +440,14 @@ class CoreEngine:
             self._spare.append(out)
         return out
 
-    def _run(self, batch, i, horizon):
+    def _run(self, batch, i):
         """The fast loop from packet i of ``batch`` (a :class:`_Bound`); grows the tap buffers
         when it ran out of room in them. Returns where it stopped and why (a ``FlowTable.run``
         stop name)."""
         while True:
             if batch.version != batch.out.version:
                 batch.bind()  # a tap buffer was replaced by a larger one
-            stop, why = self.ft.run_batch(batch.bound, i, horizon)
+            stop, why = self.ft.run_batch(batch.bound, i, math.inf)
             if why != "space" or not batch.out.grow_if_short(_HEAD_ROOM):
                 return stop, why
             i = stop
@@ -482,9 +461,7 @@ class CoreEngine:
         out.reasons = np.zeros(1, np.uint8)
         batch = _Bound(out, frame if n else b"\0", np.zeros(1, np.int64), np.array([n], np.int64),
                        np.array([ts], np.float64), linktype)
-        stop, why = self._run(batch, 0, self._horizon())
-        if stop == 0 and why == "horizon" and self._run_timers(float(ts)):
-            stop, why = self._run(batch, 0, self._horizon())
+        stop, why = self._run(batch, 0)
         del batch
         if stop == 0:
             return self._slow(frame, float(ts), linktype)
@@ -528,14 +505,10 @@ class CoreEngine:
         emitted: dict = {t: [] for t in TAPS}
         batch = _Bound(out, view, offs, lens, stamps, lts)
         i = 0
-        horizon = self._horizon()
         while i < n:
-            i, why = self._run(batch, i, horizon)
+            i, why = self._run(batch, i)
             if i >= n:
                 break
-            if why == "horizon" and self._run_timers(float(stamps[i])):
-                horizon = self._horizon()
-                continue
             off = int(offs[i])
             lt = lts if isinstance(lts, int) else int(lts[i])
             result = self._slow(bytes(view[off : off + int(lens[i])]), float(stamps[i]), lt)
@@ -548,8 +521,8 @@ class CoreEngine:
                 batch.append(_TAP_INDEX[tap], i, data)
             for tap, data in result.emitted:
                 emitted[tap].append((i, data))
-            horizon = self._horizon()
             i += 1
+        self._catch_up()  # the timers due by the batch's last packet fire: what they free is freed now
         del batch  # its exports of the output arrays would keep them from being reused
         verdicts, reasons = out.verdicts, out.reasons
         out.verdicts = out.reasons = None
@@ -591,7 +564,7 @@ class CoreEngine:
             "entries": len(ft), "keys": ft.keys, "slots": ft.slots, "capacity": ft.capacity,
             "memory_bytes": ft.memory_bytes, "entry_bytes": _core.FLOW_ENTRY_BYTES,
             "slot_bytes": _core.FLOW_SLOT_BYTES, "rehashes": ft.rehashes, "learned": self.learned,
-            "timer_runs": self.timer_runs, "stops": ft.stops(),
+            "stops": ft.stops(),
         }
 
 

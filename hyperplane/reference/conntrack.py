@@ -322,26 +322,6 @@ class ConnTable:
         if conn._keys and (conn._queued is None or conn.expires < conn._queued):
             self._queue(conn, conn.expires)
 
-    def next_expiry(self) -> float | None:
-        """A lower bound of the next expiry time, or None when nothing is queued. Entries at the
-        top of the heap that no longer stand for an expiry are settled first, as :meth:`expire`
-        would settle them when due: a removed or re-queued connection's entry is dropped, and one
-        whose connection was refreshed since is moved to its current ``expires``. The bound holds
-        whatever a caller later does to ``expires`` through :meth:`update` or
-        :meth:`reschedule`."""
-        heap = self._heap
-        while heap:
-            when, _, conn = heap[0]
-            if conn._queued != when or not conn._keys:
-                heapq.heappop(heap)
-            elif conn.expires > when:
-                heapq.heappop(heap)
-                conn._queued = None
-                self._queue(conn, conn.expires)
-            else:
-                return when
-        return None
-
     # --- internals ---------------------------------------------------------------------------
     def _queue(self, conn: Conn, when: float) -> None:
         self._seq += 1

@@ -22,7 +22,6 @@ import copy
 import functools
 import heapq
 import ipaddress
-import math
 import socket
 import struct
 import types
@@ -405,7 +404,12 @@ class Dataplane:
         self.trace.append(Hop(self._leg, kind, str(component), decision, detail, rule))
 
     def _advance(self, ts: float) -> float:
-        """Move time to ``ts`` (never backwards): expire connections, NAT mappings, fragments."""
+        """Move time to ``ts`` (never backwards), firing the timers due by then in their own time
+        order: connection expiry, NAT idle, fragments. A NAT mapping idle since ``D`` is
+        forgotten at ``D`` (IdleTimeoutCount + 1) even when its connection's timer ran out too
+        before the next packet (that timer fires after it). So moving time once over a stretch
+        without packets does what moving it at every packet of the stretch would (the core
+        backend's fast path relies on it: it runs the timers at its next slow-path packet)."""
         now = self._now
         if now is None:
             self._start(ts)
@@ -413,21 +417,27 @@ class Dataplane:
         if ts <= now:
             return now
         self._now = ts
-        for conn in self.table.expire(ts):
-            self._release(conn)
+        table = self.table
         heap = self._nat_heap
         idle = self.options.nat_idle_timeout
         while heap and heap[0][0] <= ts:
-            when, _, conn = heapq.heappop(heap)
+            when, _, conn = heap[0]
             path = conn.path
-            if not conn.alive or path.nat_expired or conn.path.nat_pool is None:
+            if not conn.alive or path.nat_expired or path.nat_pool is None:
+                heapq.heappop(heap)
                 continue
             deadline = conn.nat_last_seen + idle
-            if deadline > ts:
+            if deadline > when:  # used since it was queued: due later
                 self._nat_seq += 1
-                heapq.heappush(heap, (deadline, self._nat_seq, conn))
+                heapq.heapreplace(heap, (deadline, self._nat_seq, conn))
                 continue
-            self._nat_expire(conn)
+            for ended in table.expire(when):  # connection timers due first (ties too)
+                self._release(ended)
+            heapq.heappop(heap)
+            if conn.alive:
+                self._nat_expire(conn)
+        for conn in table.expire(ts):
+            self._release(conn)
         if self._frag_heap and self._frag_heap[0][0] <= ts:
             while self._frag_heap and self._frag_heap[0][0] <= ts:
                 _, key = heapq.heappop(self._frag_heap)
@@ -435,32 +445,6 @@ class Dataplane:
                 if entry is not None and entry[2] <= ts:
                     del self._frags[key]
         return ts
-
-    def next_timer(self) -> float:
-        """The earliest time at which :meth:`_advance` may have work to do (connection expiry, NAT
-        idle, fragments), inf when none. NAT entries of connections that ended or whose mapping
-        is already gone are dropped, and those of mappings used since are moved to their current
-        deadline, as ``_advance`` would when they come due."""
-        h = self.table.next_expiry()
-        if h is None:
-            h = math.inf
-        heap = self._nat_heap
-        idle = self.options.nat_idle_timeout
-        while heap and heap[0][0] < h:
-            when, _, conn = heap[0]
-            path = conn.path
-            if not conn.alive or path.nat_expired or path.nat_pool is None:
-                heapq.heappop(heap)
-                continue
-            deadline = conn.nat_last_seen + idle
-            if deadline > when:
-                heapq.heapreplace(heap, (deadline, self._nat_seq + 1, conn))
-                self._nat_seq += 1
-                continue
-            h = when
-        if self._frag_heap and self._frag_heap[0][0] < h:
-            h = self._frag_heap[0][0]
-        return h
 
     def _nat_expire(self, conn: Conn) -> None:
         """The NAT gateway forgets an idle flow (350 s without a packet): IdleTimeoutCount + 1,

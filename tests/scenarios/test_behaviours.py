@@ -198,6 +198,22 @@ def test_flow_log_account_is_the_owner_of_the_vpc(make_engine):
     assert records and {r.account_id for r in records} == {"111122223333"}
 
 
+@pytest.mark.parametrize("other_packet", [False, True])
+def test_timers_fire_in_time_order_whatever_the_packets_between(make_engine, other_packet):
+    """A NAT mapping idle since D is forgotten at D (IdleTimeoutCount + 1) even when the
+    connection's own timer also runs out before the next packet: the timers fire in their time
+    order, so the counters do not depend on whether some unrelated packet came in between."""
+    engine = make_engine(standard_vpc().build(), timeouts={"tcp_established": 600})
+    engine.process(tcp(SB, NET, 40000, 443), 1.0)
+    engine.process(tcp(NET, SB, 443, 40000, "SA"), 1.1)
+    engine.process(tcp(SB, NET, 40000, 443, "A"), 1.2)  # NAT idle at 351.2, conntrack expiry at 601.2
+    if other_packet:  # moves the clock past the NAT deadline only
+        engine.process(udp(SB, "10.0.2.16", 1, 1), 400.0)
+    engine.process(udp(SB, "10.0.2.16", 2, 2), 700.0)  # both timers are past
+    nat = engine.counters["nat_gateways"]["nat-1"]
+    assert nat["idle_timeout_count"] == 1 and nat["connections"] == 0
+    assert not [c for c in engine.connections() if c.proto == 6]
+
 # --- counters and summary ---------------------------------------------------------------------------
 
 

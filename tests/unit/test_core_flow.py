@@ -175,23 +175,16 @@ def test_fast_path_stops_where_the_slow_path_must_decide(case):
     assert ft.get(idx)["packets"] == (0, 0) and ft.dirty == 0  # nothing changed
 
 
-def test_a_timer_moved_earlier_is_kept_as_the_horizon_until_folded():
-    """A FIN moves ESTABLISHED (432000 s) to FIN_WAIT (120 s): forwarded, and the new expiry
-    becomes the horizon of this run and of later runs, until fold() hands it to the slow path."""
+def test_a_timer_moved_earlier_is_folded_back_and_the_entry_stops_at_it():
+    """A FIN moves ESTABLISHED (432000 s) to FIN_WAIT (120 s): forwarded; the entry's own packet
+    after the new expiry stops (the slow path expires it), and fold() hands the new expiry back."""
     ft = table()
     idx = entry(ft, expires=1000.0, last_seen=5.0)
     ft.learn(idx, OUT, 0, 0)
-    assert ft.soonest == float("inf")
     stop, why, _ = run(ft, [out_pkt(0x11), out_pkt(0x10)], [50.0, 200.0])
-    assert (stop, why) == (1, "horizon")  # 200 >= 50 + 120, before the entry's own expiry check
-    assert ft.get(idx)["expires"] == 170.0 and ft.soonest == 170.0
-    stop, why, _ = run(ft, [out_pkt(0x10)], [200.0])  # a later run, no horizon given: still stops
-    assert (stop, why) == (0, "horizon")
-    stop, why, _ = run(ft, [out_pkt(0x10)], [160.0])  # before it: forwarded
-    assert (stop, why) == (1, "end")
-    assert [row[0] for row in ft.fold()] == [idx] and ft.soonest == float("inf")
-
-
+    assert (stop, why) == (1, "expired")  # 200 >= 50 + 120
+    assert ft.get(idx)["expires"] == 170.0
+    assert [(row[0], row[2]) for row in ft.fold()] == [(idx, 170.0)]
 def test_reply_counters_belong_to_one_reply_kind_at_a_time():
     ft = table()
     idx = entry(ft)
