@@ -183,7 +183,7 @@ class CoreEngine:
     ``Dataplane``). ``expected_connections`` sizes the C table up front (it grows anyway)."""
 
     def __init__(self, model, sandboxes, options, expected_connections: int = 1024):
-        dp = self.dp = Dataplane(model, sandboxes, options)
+        dp = self.dp = Dataplane(model, sandboxes, options, port_hash=_core.port_hash)  # the C hash: equal, faster
         old = dp.flowlog
         dp.flowlog = _RecordingAggregator(old.interval, old.account_id, old.fields)
         dp.table.listener = _Listener(self)

@@ -36,7 +36,7 @@ from hyperplane.engine import Hop, Result, Trace
 from hyperplane.flowlogs import V2_FIELDS, FlowLogAggregator
 from hyperplane.reference.conntrack import ORIGINAL, REPLY, Conn, ConnTable
 from hyperplane.reference.policy import Policy, PrefixMap, network_to_int
-from hyperplane.reference.ports import NatPortPool, PortPool
+from hyperplane.reference.ports import NatPortPool, PortPool, port_hash
 
 R = DropReason
 #: The drop reasons as plain ints, for the tuples kept per connection (ints keep those tuples out
@@ -306,8 +306,11 @@ class _WeakMembers:
 class Dataplane:
     """The reference backend of :class:`hyperplane.engine.Engine` (same methods)."""
 
-    def __init__(self, model, sandboxes, options):
+    def __init__(self, model, sandboxes, options, port_hash=port_hash):
+        """``port_hash``: the port pools' hash (:func:`hyperplane.reference.ports.port_hash`, or
+        the equal C one the core backend passes)."""
         self.options = options
+        self._port_hash = port_hash
         self.model = model
         self.strict = bool(options.tcp_strict)
         self.flow_log_fields = tuple(options.flow_log_fields or V2_FIELDS)
@@ -620,7 +623,7 @@ class Dataplane:
         def accept(eni) -> bool:
             pool = pools.get(eni.id)
             if pool is None:
-                pool = pools[eni.id] = PortPool(lo, hi, seed=self.options.seed)
+                pool = pools[eni.id] = PortPool(lo, hi, seed=self.options.seed, hash=self._port_hash)
             return pool.can_allocate(proto, dst, dport)
 
         eni = self.control.open_connection(function, subnet_id, now, accept, commit=False)
@@ -714,7 +717,7 @@ class Dataplane:
             host = 1 + zlib.crc32(f"{self.options.seed}:{function}".encode()) % 254
             lo, hi = self.options.port_range
             entry = self._lambda_pools[function] = (int(LAMBDA_PUBLIC_NET.network_address) + host,
-                                                    PortPool(lo, hi, seed=self.options.seed))
+                                                    PortPool(lo, hi, seed=self.options.seed, hash=self._port_hash))
         public, pool = entry
         port = pool.allocate(proto, dst, dport, hint=(src << 16) | sport)
         if port is None:
@@ -857,7 +860,7 @@ class Dataplane:
             addresses = [int(a) for a in nat.public_ips] if public else [nat_priv]
             lo, hi = self.options.nat_port_range
             pool = self._nat_pools[(nat.id, public)] = NatPortPool(
-                addresses, lo, hi, self.options.nat_connections_per_destination, self.options.seed)
+                addresses, lo, hi, self.options.nat_connections_per_destination, self.options.seed, self._port_hash)
         path.nat_pool = pool
         path.internet = public
         if cross:
