@@ -79,6 +79,8 @@ EXPLAIN_SANDBOX_NET = ipaddress.ip_network("198.18.0.0/24")
 
 def _word_sum(value: int, nbytes: int) -> int:
     """The plain sum of the 16-bit words of an address (2 words for IPv4, 8 for IPv6)."""
+    if nbytes == 4:
+        return (value >> 16) + (value & 0xFFFF)
     total = 0
     for _ in range(nbytes // 2):
         total += value & 0xFFFF
