@@ -348,13 +348,13 @@ def test_a_replay_makes_no_garbage_cycles(backend, tmp_path):
     import os
 
     from hyperplane.commands.common import load_model, parse_sandboxes
-    from hyperplane.commands.demo import demo_dir, load_manifest
+    from hyperplane.commands.demo import load_manifest
     from hyperplane.engine import available_backends
     from hyperplane.replay import ReplayConfig, run_replay
 
     if backend not in available_backends():
         pytest.skip("the core is not built")
-    folder = demo_dir()
+    folder = os.path.join(os.path.dirname(__file__), "..", "..", "pcaps", "demo")  # the checkout's
     manifest = load_manifest(folder)
 
     def replay(n: int) -> dict:
