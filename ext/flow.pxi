@@ -189,7 +189,7 @@ cdef class FlowTable:
 
     @property
     def memory_bytes(self):
-        """Bytes held by the entries, the index and the dirty list."""
+        """Bytes held by the entries, the index, the dirty list and the first-packet events."""
         return hp_flow_memory(&self._t)
 
     def stops(self):

@@ -46,7 +46,6 @@ import sys
 import weakref
 from collections.abc import Sequence
 
-
 import numpy as np
 
 from hyperplane import _core, tcpstate

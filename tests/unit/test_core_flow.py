@@ -137,6 +137,24 @@ def test_fast_path_forwards_a_learned_kind_rewrites_and_counts():
     assert ft.take_fast_packets() == 2
 
 
+def test_a_kind_learned_ahead_reports_its_first_packet_once():
+    """learn(first=True): the kind's first packet is forwarded and reported by take_events (entry,
+    kind, time) exactly once; a packet that stops before changing anything reports nothing."""
+    ft = table()
+    idx = entry(ft)
+    ft.learn(idx, OUT, 0, 0)
+    ft.learn(idx, REPLY, _core.FLOW_K_ENI, 0, first=True)
+    assert ft.get(idx)["kinds"][REPLY] & _core.FLOW_K_FIRST
+    reply = build_packet(4, REMOTE, SANDBOX, 6, 5432, 40000, 0x10, payload=b"ok")
+    stop, why, _ = run(ft, [reply], [2000.0])  # past the entry's expiry: stops, nothing reported
+    assert (stop, why) == (0, "expired") and ft.take_events() == []
+    stop, why, out = run(ft, [out_pkt(), reply, reply], [10.0, 11.25, 12.0])
+    assert (stop, why) == (3, "end") and len(out["taps"][1]) == 2
+    assert ft.take_events() == [(idx, REPLY, 11.25)] and ft.take_events() == []
+    assert not ft.get(idx)["kinds"][REPLY] & _core.FLOW_K_FIRST
+    assert ft.get(idx)["packets"] == (1, 2)  # the first packet is counted like any other
+
+
 @pytest.mark.parametrize("case", ["expired", "window", "generation", "unlearned", "backwards", "horizon",
                                   "nat-idle", "reopen", "strict", "malformed", "miss"])
 def test_fast_path_stops_where_the_slow_path_must_decide(case):
