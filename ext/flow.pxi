@@ -91,17 +91,17 @@ cdef extern from "hp_flow.h" nogil:
     int hp_flow_parse4(const uint8_t *d, int64_t n, int32_t lt, hp_pkt *p)
     void hp_flow_gather(const uint8_t *tap, const uint8_t *src, int64_t n, const int64_t *off,
                         const int64_t *srcoff, const int32_t *head, const int32_t *len, uint8_t *dst)
-    int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, int64_t count, double horizon, int *why)
+    int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, int64_t count, int *why)
     int HP_K_KEY, HP_K_LEARNED, HP_K_ENI, HP_K_INET, HP_K_NATRW, HP_K_FIRST
     int HP_C_LASTREPLY, HP_C_NAT, HP_C_DIRTY, HP_C_OWNER_SHIFT
-    int HP_STOP_COUNT
+    int HP_STOP_COUNT, HP_STOP_BOUNDS
 
 #: Key kinds (hp_flow.h): the sandbox's packet, a reply in the sandbox's view, a reply in VPC form.
 FLOW_KIND_OUT, FLOW_KIND_REPLY, FLOW_KIND_VPC = 0, 1, 2
 FLOW_K_LEARNED, FLOW_K_ENI, FLOW_K_INET, FLOW_K_NATRW, FLOW_K_FIRST = (HP_K_LEARNED, HP_K_ENI, HP_K_INET, HP_K_NATRW,
                                                                      HP_K_FIRST)
 #: Why FlowTable.run stopped, by code (the order of HP_STOP_* in hp_flow.h).
-FLOW_STOPS = ("end", "horizon", "parse", "miss", "generation", "unlearned", "time", "expired", "window",
+FLOW_STOPS = ("end", "parse", "miss", "generation", "unlearned", "time", "expired", "window",
               "nat-idle", "tcp", "overflow", "space", "bounds")
 #: Bytes of one entry and of one index slot.
 FLOW_ENTRY_BYTES = sizeof(hp_conn)
@@ -380,16 +380,16 @@ cdef class FlowTable:
                 bytes(out_i) if flags & HP_K_INET else None)
 
     # --- the fast path ----------------------------------------------------------------------
-    def run(self, buffer, offsets, lengths, timestamps, linktypes, Py_ssize_t start, double horizon,
-            verdicts, reasons, tap_bufs, tap_idx, tap_off, tap_src, tap_head, tap_len, tap_state):
+    def run(self, buffer, offsets, lengths, timestamps, linktypes, Py_ssize_t start, verdicts, reasons, tap_bufs,
+            tap_idx, tap_off, tap_src, tap_head, tap_len, tap_state):
         """Forward packets ``start``.. on the fast path until one needs the slow path: binds the
         arrays (:class:`FlowBatch`, see there for their shapes) and calls :meth:`run_batch`.
         Returns ``(stop_index, stop_reason)``; stop_index == len(offsets) when all were handled."""
         return self.run_batch(FlowBatch(buffer, offsets, lengths, timestamps, linktypes, verdicts, reasons,
                                         tap_bufs, tap_idx, tap_off, tap_src, tap_head, tap_len, tap_state),
-                              start, horizon)
+                              start)
 
-    def run_batch(self, FlowBatch batch, Py_ssize_t start, double horizon):
+    def run_batch(self, FlowBatch batch, Py_ssize_t start):
         """:meth:`run` over arrays bound once (a batch the loop resumes many times: binding ~20
         arrays costs more than a short run). Returns ``(stop_index, stop_reason)``."""
         cdef int why = 0, t
@@ -403,12 +403,12 @@ cdef class FlowTable:
             batch.b.tap_used[t] = batch.st[t]
             batch.b.tap_n[t] = batch.st[3 + t]
         with nogil:
-            stop = hp_flow_run(&self._t, &batch.b, start, count, horizon, &why)
+            stop = hp_flow_run(&self._t, &batch.b, start, count, &why)
             self._t.stops[why] += 1
         for t in range(3):
             batch.st[t] = batch.b.tap_used[t]
             batch.st[3 + t] = batch.b.tap_n[t]
-        if why == 13:  # bounds
+        if why == HP_STOP_BOUNDS:
             raise ValueError(f"frame {stop} (offset {batch.offs[stop]}, length {batch.lens[stop]}) lies outside "
                              "the buffer")
         return stop, FLOW_STOPS[why]

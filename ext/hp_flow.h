@@ -24,8 +24,8 @@
  * `events`, from which the caller makes the flow-log records before it reads anything else.
  *
  * The fast path (hp_flow_run) forwards a packet only when everything it would do is known:
- * IPv4 TCP/UDP, parsed cleanly, not a fragment, time not going backwards, before the caller's
- * `horizon` (if any), a learned kind of an entry of the current generation and window,
+ * IPv4 TCP/UDP, parsed cleanly, not a fragment, time not going backwards, a learned kind of an
+ * entry of the current generation and window,
  * connection alive (ts < expires), NAT mapping not idle, the TCP transition neither a reopen nor
  * invalid under strict, counters not overflowing. Else it stops and returns the packet's index:
  * the caller runs the slow path for it and resumes after it. The slow path's timers (other
@@ -97,7 +97,7 @@
 
 /* why hp_flow_run stopped */
 enum {
-    HP_STOP_END = 0, HP_STOP_HORIZON, HP_STOP_PARSE, HP_STOP_MISS, HP_STOP_GEN, HP_STOP_UNLEARNED,
+    HP_STOP_END = 0, HP_STOP_PARSE, HP_STOP_MISS, HP_STOP_GEN, HP_STOP_UNLEARNED,
     HP_STOP_TIME, HP_STOP_EXPIRED, HP_STOP_WINDOW, HP_STOP_NAT_IDLE, HP_STOP_TCP, HP_STOP_OVERFLOW,
     HP_STOP_SPACE, HP_STOP_BOUNDS, HP_STOP_COUNT
 };
@@ -673,8 +673,7 @@ static inline void hp_flow_stage2(const hp_flow_table *t, uint64_t h)
 /* Process packets start.. of the batch on the fast path; returns the index of the first packet
  * it cannot handle (count when it handled them all) and its stop code in *why. Frames must lie
  * inside the buffer (the caller checks). */
-static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, int64_t count, double horizon,
-                                  int *why)
+static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, int64_t count, int *why)
 {
     int64_t i, staged = start, probed = start;
     /* the flow-log window of the last packet: [win_lo, win_lo + interval) seconds */
@@ -709,7 +708,6 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
         if (off < 0 || flen < 0 || off > b->size || flen > b->size - off) {
             *why = HP_STOP_BOUNDS; return i;
         }
-        if (!(ts < horizon)) { *why = HP_STOP_HORIZON; return i; }
         if (ts < t->now || !(ts >= 0)) { *why = HP_STOP_TIME; return i; }
         frame = b->buf + off;
         if (ok[r]) { /* stage 1 ran hp_flow_parse4 on these bytes: the same fields */

@@ -41,7 +41,6 @@ at most 3/4 full), grown by doubling; the Python side keeps the reference's ``Co
 """
 from __future__ import annotations
 
-import math
 import sys
 import weakref
 from collections.abc import Sequence
@@ -446,7 +445,7 @@ class CoreEngine:
         while True:
             if batch.version != batch.out.version:
                 batch.bind()  # a tap buffer was replaced by a larger one
-            stop, why = self.ft.run_batch(batch.bound, i, math.inf)
+            stop, why = self.ft.run_batch(batch.bound, i)
             if why != "space" or not batch.out.grow_if_short(_HEAD_ROOM):
                 return stop, why
             i = stop
@@ -596,8 +595,10 @@ class _Bound:
         """A slow-path packet's form on tap ``t`` (the outputs grow, and are bound again, when
         the tap buffer is full)."""
         if not self.bound.append(t, i, data):
-            self.out.append(t, i, data)
+            self.out.grow_if_short(len(data))  # tap t lacks that room: its buffer grows to fit
             self.bind()
+            if not self.bound.append(t, i, data):
+                raise AssertionError("a grown tap buffer still lacks room")
 
     def bind(self) -> None:
         out = self.out
@@ -647,23 +648,6 @@ class _Outputs:
                 self.version += 1
                 grew = True
         return grew
-
-    def append(self, t: int, i: int, data: bytes) -> None:
-        used, rows = int(self.state[t]), int(self.state[3 + t])
-        size = len(data)
-        if used + size > len(self.bufs[t]):
-            grown = np.empty(max(2 * len(self.bufs[t]), used + size + _HEAD_ROOM), np.uint8)
-            grown[:used] = self.bufs[t][:used]
-            self.bufs[t] = grown
-            self.version += 1
-        self.bufs[t][used : used + size] = np.frombuffer(data, np.uint8)
-        self.idx[t][rows] = i
-        self.off[t][rows] = used
-        self.src[t][rows] = 0
-        self.head[t][rows] = size
-        self.len[t][rows] = size
-        self.state[t] = used + size
-        self.state[3 + t] = rows + 1
 
     def taps(self, source) -> dict:
         out = {}

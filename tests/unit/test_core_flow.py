@@ -37,7 +37,7 @@ def entry(ft, sandbox_port=40000, remote=REMOTE, state=ES, expires=1000.0, last_
     return idx
 
 
-def run(ft, frames, stamps, horizon=float("inf")):
+def run(ft, frames, stamps):
     """ft.run over the frames; out["taps"][t] = the packets of tap t (bytes, in row order)."""
     n = len(frames)
     cap = sum(len(f) for f in frames)
@@ -49,7 +49,7 @@ def run(ft, frames, stamps, horizon=float("inf")):
     offsets = np.cumsum([0] + [len(f) for f in frames[:-1]]).astype(np.int64)
     buffer = b"".join(frames)
     stop, why = ft.run(buffer, offsets, np.array([len(f) for f in frames], np.int64),
-                       np.array(stamps, np.float64), 101, 0, horizon, out["verdicts"], out["reasons"], out["bufs"],
+                       np.array(stamps, np.float64), 101, 0, out["verdicts"], out["reasons"], out["bufs"],
                        out["idx"], out["off"], out["src"], out["head"], out["len"], out["state"])
     out["taps"] = []
     for t in range(3):
@@ -155,14 +155,14 @@ def test_a_kind_learned_ahead_reports_its_first_packet_once():
     assert ft.get(idx)["packets"] == (1, 2)  # the first packet is counted like any other
 
 
-@pytest.mark.parametrize("case", ["expired", "window", "generation", "unlearned", "backwards", "horizon",
-                                  "nat-idle", "reopen", "strict", "malformed", "miss"])
+@pytest.mark.parametrize("case", ["expired", "window", "generation", "unlearned", "backwards", "nat-idle",
+                                  "reopen", "strict", "malformed", "miss"])
 def test_fast_path_stops_where_the_slow_path_must_decide(case):
     ft = table(strict=case == "strict")
     state = {"reopen": tcpstate.TcpState.TIME_WAIT, "strict": tcpstate.TcpState.SYN_SENT}.get(case, ES)
     idx = entry(ft, state=state, expires=100.0 if case == "expired" else 1000.0, last_seen=5.0, nat=case == "nat-idle")
     ft.learn(idx, OUT, 0, 0)
-    ts, flags, horizon, pkt = 50.0, 0x10, float("inf"), None
+    ts, flags, pkt = 50.0, 0x10, None
     if case == "expired":
         ts = 100.0
     elif case == "window":
@@ -173,8 +173,6 @@ def test_fast_path_stops_where_the_slow_path_must_decide(case):
         ft.forget(idx)
     elif case == "backwards":
         ft.now = 60.0
-    elif case == "horizon":
-        horizon = 50.0
     elif case == "nat-idle":
         ts = 355.0
     elif case == "reopen":
@@ -185,7 +183,7 @@ def test_fast_path_stops_where_the_slow_path_must_decide(case):
         pkt = out_pkt()[:30]
     elif case == "miss":
         pkt = out_pkt(sport=40001)
-    stop, why, out = run(ft, [pkt or out_pkt(flags)], [ts], horizon)
+    stop, why, out = run(ft, [pkt or out_pkt(flags)], [ts])
     assert stop == 0, why
     expected = {"generation": "generation", "malformed": "parse", "backwards": "time", "strict": "tcp",
                 "reopen": "tcp"}.get(case, case)
@@ -297,7 +295,7 @@ def test_frames_outside_the_buffer_are_refused():
     ft = table()
     with pytest.raises(ValueError):
         n = 1
-        ft.run(b"abc", np.array([2], np.int64), np.array([5], np.int64), np.zeros(1), 101, 0, float("inf"),
+        ft.run(b"abc", np.array([2], np.int64), np.array([5], np.int64), np.zeros(1), 101, 0,
                np.zeros(n, np.uint8), np.zeros(n, np.uint8), [np.zeros(8, np.uint8)] * 3,
                [np.zeros(n, np.int64)] * 3, [np.zeros(n, np.int64)] * 3, [np.zeros(n, np.int64)] * 3,
                [np.zeros(n, np.int32)] * 3, [np.zeros(n, np.int32)] * 3, np.zeros(6, np.int64))
