@@ -379,7 +379,7 @@ class CoreEngine:
             flags |= _core.FLOW_K_ENI
         if "internet" in taps:
             flags |= _core.FLOW_K_INET
-        if (path.nat_fwd if kind == _KIND_OUT else path.nat_rev) is not None:
+        if path.nat_fwd is not None:  # the NAT gateway translates both directions
             flags |= _core.FLOW_K_NATRW
         idx = self._idx_of.get(conn)
         if idx is None:
@@ -419,7 +419,7 @@ class CoreEngine:
             flags |= _core.FLOW_K_ENI
         if path.internet:
             flags |= _core.FLOW_K_INET
-        if path.nat_rev is not None:
+        if path.nat_fwd is not None:
             flags |= _core.FLOW_K_NATRW
         self.ft.learn(idx, _KIND_REPLY, flags, window, first=True)
         self._ahead[idx] = (_KIND_REPLY, conn.proto, path.back[1])

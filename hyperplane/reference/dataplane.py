@@ -153,6 +153,22 @@ class Rewrite:
 _apply = Rewrite.apply
 
 
+def _reply_rewrites(conn) -> tuple:
+    """A connection's reply Rewrites, made (and kept on its path) when its first reply comes:
+    sandbox-view reply -> VPC form, VPC form -> sandbox view (both destination), and reply ->
+    internet form when a NAT gateway translates it (else None)."""
+    path = conn.path
+    v = conn.version
+    src, sport = conn.lambda_tuple[0], conn.lambda_tuple[1]
+    eni_ip, port = conn.eni_tuple[0], conn.eni_tuple[1]
+    nat_rev = None
+    if path.nat_fwd is not None:
+        nat_rev = Rewrite.make(4, True, eni_ip, path.nat_addr, port, path.nat_port)
+    path.replies = (Rewrite.make(v, True, src, eni_ip, sport, port), Rewrite.make(v, True, eni_ip, src, port, sport),
+                    nat_rev)
+    return path.replies
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def address_text(version: int, value: int) -> str:
     """An integer address as text (what flow logs print), without ipaddress objects. Memoised:
@@ -225,8 +241,19 @@ def _rst_for(ip: bytes, p: pk.Parsed) -> bytes:
 # applies to the next packet too.
 #   ("log", eni_id, src, dst, sport, dport, direction, extra)       a flow-log point (port None = NAT)
 #   ("note", kind, component, decision, detail)                     trace only
+# A port ENI_PORT stands for the connection's Hyperplane ENI port: the steps depend on the
+# connection only through it and the NAT port, so connections to the same destination from the
+# same ENI share one plan (Dataplane._plans).
 S_SG, S_NACL, S_ROUTE, S_NAT_ALLOC, S_NAT_ROUTE, S_LOG, S_NOTE, S_SG_FN, S_BLOCK = range(9)
 _SUBNET_STEPS = frozenset({S_NACL, S_ROUTE, S_NAT_ROUTE})
+ENI_PORT = -1
+
+#: What planning decides besides the steps (the Path attributes a cached plan restores).
+_PLANNED = ("untracked", "target", "route_label", "dest_id", "kind", "internet", "nat_pool", "nat_id")
+
+#: Plans kept per dataplane; past this many destinations the cache starts over (a capture that
+#: scans the address space must not grow it without bound).
+PLAN_CACHE_SIZE = 4096
 
 
 class Path:
@@ -235,8 +262,8 @@ class Path:
 
     __slots__ = ("gen", "kind", "proto", "version", "eni_id", "subnet_id", "eni_ip", "eni_port", "target", "route_label",
                  "out_steps", "back_steps", "out", "back", "pool", "slot", "nat_id", "nat_pool",
-                 "nat_addr", "nat_port", "nat_expired", "eni_tap", "internet", "fwd", "rev", "nat_fwd",
-                 "nat_rev", "to_sandbox", "dest_id", "untracked")
+                 "nat_addr", "nat_port", "nat_expired", "eni_tap", "internet", "fwd", "nat_fwd", "replies",
+                 "dest_id", "untracked")
 
     def __init__(self, kind: str):
         self.gen = -1
@@ -263,10 +290,8 @@ class Path:
         self.eni_tap = True
         self.internet = False
         self.fwd = None  # Rewrite: sandbox form -> VPC form (source)
-        self.rev = None  # Rewrite: sandbox-view reply -> VPC form (destination)
         self.nat_fwd = None  # Rewrite: VPC form -> internet form (source)
-        self.nat_rev = None  # Rewrite: reply, sandbox view -> internet form (destination)
-        self.to_sandbox = None  # Rewrite: VPC-form reply -> sandbox view (destination)
+        self.replies = None  # the reply Rewrites, made at the first reply (_reply_rewrites)
         self.dest_id = None
         self.untracked = False
 
@@ -332,6 +357,7 @@ class Dataplane:
         self._nat_seq = 0
         self._lambda_pools: dict[str, tuple[int, PortPool]] = {}
         self._hp_addresses: dict[tuple[int, int], str] = {}
+        self._plans: dict[tuple, tuple] = {}  # see _plan
         self._known_enis: set[str] = set()
         self._frags: dict = {}
         self._frag_heap: list = []
@@ -391,6 +417,7 @@ class Dataplane:
                     del self._hp_addresses[key]
         if changed:
             self.policy.invalidate_members()
+            self._plans = {}
 
     def _hp_members(self, group_id: str):
         if self.control is None:
@@ -652,16 +679,13 @@ class Dataplane:
         path.eni_id, path.subnet_id, path.eni_ip, path.eni_port = eni.id, subnet_id, eni_ip, port
         path.pool, path.slot = pool, True
         path.fwd = Rewrite.make(v, False, src, eni_ip, sport, port)
-        path.rev = Rewrite.make(v, True, src, eni_ip, sport, port)
-        path.to_sandbox = Rewrite.make(v, True, eni_ip, src, port, sport)
         if trace is not None:
             self._hop("hyperplane-eni", eni.id, "translate", f"source -> {eni_addr}:{port} (V2N)")
         eni_form = _apply(path.fwd, ip, p)
         taps["eni"] = eni_form
         try:
             if not exempt:
-                self._plan(path, groups, p, eni_ip, port)
-                path.out_steps, path.back_steps = tuple(path.out_steps), tuple(path.back_steps)
+                self._plan(path, groups, p, eni_ip)
             block, logs = self._walk(path, path.out_steps, create=True)
             if block is not None:
                 self._log(logs, p, ts)
@@ -727,8 +751,6 @@ class Dataplane:
         path = Path("lambda-vpc")
         path.eni_ip, path.eni_port, path.pool = public, port, pool
         path.fwd = Rewrite.make(v, False, src, public, sport, port)
-        path.rev = Rewrite.make(v, True, src, public, sport, port)
-        path.to_sandbox = Rewrite.make(v, True, public, src, port, sport)
         path.eni_tap, path.internet, path.gen = False, True, self.gen
         conn = Conn(proto, v, function, "", initial, (src, sport, dst, dport), (public, port, dst, dport), now,
                     p.ip_len, p.tcp_flags)
@@ -742,11 +764,28 @@ class Dataplane:
         return Result(FORWARDED, R.NONE, None, None, taps, None, "outbound", function)
 
     # --- planning a path ------------------------------------------------------------------------
-    def _plan(self, path: Path, groups: tuple, p: pk.Parsed, eni_ip: int, port: int) -> None:
+    def _plan(self, path: Path, groups: tuple, p: pk.Parsed, eni_ip: int) -> None:
+        """Give ``path`` its steps and planned attributes: those of an earlier connection from
+        the same ENI subnet and groups to the same destination, else newly laid out. The plans are
+        dropped with the configuration and when the Hyperplane ENIs change."""
+        key = (path.subnet_id, groups, p.version, p.proto, p.dst, p.dport, path.eni_id, eni_ip)
+        plan = self._plans.get(key)
+        if plan is None:
+            self._lay_out(path, groups, p, eni_ip, ENI_PORT)
+            path.out_steps, path.back_steps = tuple(path.out_steps), tuple(path.back_steps)
+            if len(self._plans) >= PLAN_CACHE_SIZE:
+                self._plans = {}
+            self._plans[key] = (path.out_steps, path.back_steps) + tuple(getattr(path, a) for a in _PLANNED)
+            return
+        path.proto = p.proto
+        (path.out_steps, path.back_steps, path.untracked, path.target, path.route_label, path.dest_id, path.kind,
+         path.internet, path.nat_pool, path.nat_id) = plan
+
+    def _lay_out(self, path: Path, groups: tuple, p: pk.Parsed, eni_ip: int, port: int) -> None:
         """Choose the route and lay out the steps of both legs [AWS-FACTS 2-6]: the function's SG
         egress, the ENI subnet's NACL when the packet leaves the subnet, the route, then the
         destination stage. A drop the route decides is a final ``block`` step, so the NACL in
-        front of it still speaks first."""
+        front of it still speaks first. ``port`` is the ENI port (the marker ENI_PORT)."""
         policy = self.policy
         v, proto, dst, dport = p.version, p.proto, p.dst, p.dport
         path.proto = proto
@@ -869,7 +908,7 @@ class Dataplane:
             out.append((S_NACL, nat_subnet.id, False, v, eni_ip, dport, I.NACL_INGRESS))
         out += [
             (S_LOG, nat_eni, eni_ip, dst, port, dport, "ingress", self._extra(path, "ingress", "local")),
-            (S_NAT_ALLOC, nat.id, proto, dst, dport, (eni_ip << 16) | port),
+            (S_NAT_ALLOC, nat.id, proto, dst, dport),
             (S_NAT_ROUTE, nat_subnet.id, v, dst, nat.connectivity == "private", nat.id),
             (S_NACL, nat_subnet.id, True, v, dst, dport, I.NACL_EGRESS),
             (S_LOG, nat_eni, nat_priv, dst, None, dport, "egress", self._extra(path, "egress", "igw")),
@@ -912,7 +951,8 @@ class Dataplane:
         request) [AWS-FACTS 8].
 
         ``create``: the connection is being opened (the NAT gateway allocates its port; the
-        function's egress check, already done before the ENI was chosen, is not repeated).
+        function's egress check, already done before the ENI was chosen, and the route check,
+        done by the planning under the same configuration, are not repeated).
         ``skip_sticky``: a re-check of a live connection; security-group checks of tracked
         flows are skipped (tracked connections survive rule changes)."""
         policy = self.policy
@@ -922,14 +962,22 @@ class Dataplane:
         subnets = policy.subnets
         for step in steps:
             kind = step[0]
+            if kind == S_NOTE:
+                if trace is not None and block is None:
+                    self._hop(step[1], step[2], step[3], step[4], step[5])
+                continue
             if kind in _SUBNET_STEPS and step[1] not in subnets:  # the subnet left the configuration
                 return (I.NO_ROUTE, step[1], None), tuple(logs)
             if kind == S_LOG:
                 _, eni_id, src, dst, sport, dport, direction, extra = step
                 if sport is None:
                     sport = path.nat_port
+                elif sport == ENI_PORT:
+                    sport = path.eni_port
                 if dport is None:
                     dport = path.nat_port
+                elif dport == ENI_PORT:
+                    dport = path.eni_port
                 logs.append((eni_id, address_text(path.version, src), address_text(path.version, dst), sport, dport,
                              "REJECT" if block else "ACCEPT", extra))
                 if block is not None:
@@ -942,6 +990,8 @@ class Dataplane:
                 acl_id = policy.subnets[subnet_id].nacl_id
                 if port is None:
                     port = path.nat_port
+                elif port == ENI_PORT:
+                    port = path.eni_port
                 decision = policy.nacl_check(acl_id, egress, path.proto, v, peer, port)
                 if trace is not None:
                     self._hop("network-acl", acl_id, "allow" if decision.allow else "deny",
@@ -952,6 +1002,8 @@ class Dataplane:
                 if kind == S_SG_FN and create:
                     continue
                 _, groups, egress, v, peer, port, reason, sticky = step
+                if port == ENI_PORT:
+                    port = path.eni_port
                 if sticky and skip_sticky:
                     if trace is not None:
                         self._hop("security-group", ",".join(groups), "stateful", "tracked connection")
@@ -963,6 +1015,8 @@ class Dataplane:
                 if rule is None:
                     block = (reason, groups[0] if groups else "-", None)
             elif kind == S_ROUTE:
+                if create:
+                    continue  # planned under this configuration a moment ago: the route exists
                 _, subnet_id, v, dst, target = step
                 table_id = policy.subnets[subnet_id].route_table_id
                 hit = policy.route(table_id, v, dst)
@@ -973,15 +1027,14 @@ class Dataplane:
             elif kind == S_NAT_ALLOC:
                 if not create:
                     continue
-                _, nat_id, proto, dst, dport, hint = step
-                got = path.nat_pool.allocate(proto, dst, dport, hint)
+                _, nat_id, proto, dst, dport = step
+                got = path.nat_pool.allocate(proto, dst, dport, (path.eni_ip << 16) | path.eni_port)
                 if got is None:
                     if trace is not None:
                         self._hop("nat-gateway", nat_id, "drop", "no port for this destination (ErrorPortAllocation)")
                     return (I.NAT_PORT_EXHAUSTION, nat_id, None), tuple(logs)
                 path.nat_addr, path.nat_port = got
                 path.nat_fwd = Rewrite.make(4, False, path.eni_ip, got[0], path.eni_port, got[1])
-                path.nat_rev = Rewrite.make(4, True, path.eni_ip, got[0], path.eni_port, got[1])
                 if trace is not None:
                     self._hop("nat-gateway", nat_id, "translate", f"source -> {pk.int_to_ip(got[0])}:{got[1]}")
             elif kind == S_NAT_ROUTE:
@@ -1001,8 +1054,6 @@ class Dataplane:
                     return (I.NO_PUBLIC_IP, nat_id, hit.label), tuple(logs)
             elif kind == S_BLOCK:
                 return (step[1], step[2], step[3]), tuple(logs)
-            elif kind == S_NOTE and trace is not None:
-                self._hop(step[1], step[2], step[3], step[4], step[5])
         return block, tuple(logs)
 
     def _recheck(self, conn: Conn, skip_sticky: bool = True) -> None:
@@ -1077,15 +1128,16 @@ class Dataplane:
         if path.gen != self.gen:
             self._recheck(conn)
         taps = {}
+        rev, to_sandbox, nat_rev = path.replies or _reply_rewrites(conn)
         if vpc_form:
             eni_form = ip
-            sandbox_form = _apply(path.to_sandbox, ip, p)
+            sandbox_form = _apply(to_sandbox, ip, p)
         else:
             sandbox_form = ip
-            eni_form = _apply(path.rev, ip, p)
+            eni_form = _apply(rev, ip, p)
         if path.internet:
-            if path.nat_rev is not None:
-                taps["internet"] = _apply(path.nat_rev, eni_form, p)
+            if nat_rev is not None:
+                taps["internet"] = _apply(nat_rev, eni_form, p)
             else:
                 taps["internet"] = eni_form
         if path.eni_tap:
@@ -1200,6 +1252,7 @@ class Dataplane:
         self.model = model
         self.policy = Policy(model, _WeakMembers(self))
         self.gen += 1
+        self._plans = {}
         if self.control is not None:
             self.control.update_model(model, self._now)
             self._refresh_enis()

@@ -145,6 +145,9 @@ class NaclDecision:
     rule: str  # "100" or "*"
 
 
+_NO_NACL = NaclDecision(True, "", "*")
+
+
 @dataclass(frozen=True, slots=True)
 class _SgRule:
     id: str
@@ -275,7 +278,9 @@ class Policy:
             self._static_members[group_id] = frozenset(ip_int(a)[1] for a in model.members_of(group_id))
 
     def _compile_nacls(self, model: VpcModel) -> None:
-        self._nacl_rules: dict[tuple[str, bool], tuple[_NaclRule, ...]] = {}
+        # (acl, egress) -> ((rule, its decision), ...) by rule number; (acl, egress, "*") -> the
+        # final deny (decisions are made once: a new connection checks several NACLs)
+        self._nacl_rules: dict[tuple, object] = {}
         for acl in model.network_acls.values():
             for egress in (False, True):
                 rules = []
@@ -287,7 +292,9 @@ class Policy:
                             net=n, mask=_mask(v, p), port_from=entry.port_from, port_to=entry.port_to,
                         )
                     )
-                self._nacl_rules[(acl.id, egress)] = tuple(rules)
+                self._nacl_rules[(acl.id, egress)] = tuple(
+                    (rule, NaclDecision(rule.allow, acl.id, rule.label)) for rule in rules)
+                self._nacl_rules[(acl.id, egress, "*")] = NaclDecision(False, acl.id, "*")
 
     def _compile_routes(self, model: VpcModel) -> None:
         """One PrefixMap per (table, version). Routes are inserted in priority order so that for an
@@ -391,8 +398,8 @@ class Policy:
         ``peer`` is the destination for egress, the source for ingress; ``port`` the destination
         port. A subnet without a NACL (an incomplete model) allows everything, like a default NACL."""
         if acl_id is None:
-            return NaclDecision(True, "", "*")
-        for rule in self._nacl_rules.get((acl_id, egress), ()):
+            return _NO_NACL
+        for rule, decision in self._nacl_rules.get((acl_id, egress), ()):
             if rule.version != version or peer & rule.mask != rule.net:
                 continue
             if rule.protocol != PROTO_ALL:
@@ -400,8 +407,8 @@ class Policy:
                     continue
                 if (proto == 6 or proto == 17) and not rule.port_from <= port <= rule.port_to:
                     continue
-            return NaclDecision(rule.allow, acl_id, rule.label)
-        return NaclDecision(False, acl_id, "*")
+            return decision
+        return self._nacl_rules.get((acl_id, egress, "*")) or NaclDecision(False, acl_id, "*")
 
     # --- routes -------------------------------------------------------------------------------
     def route(self, table_id: Optional[str], version: int, address: int) -> Optional[RouteHit]:

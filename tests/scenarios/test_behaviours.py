@@ -128,6 +128,22 @@ def test_route_turned_blackhole_stops_a_live_connection(make_engine):
     assert engine.process(tcp(SB, NET, 40000, 443, "A"), 2.0).reason == DropReason.BLACKHOLE_ROUTE
 
 
+def test_a_new_connection_is_planned_under_the_configuration_of_its_time(make_engine):
+    """Connections to one destination share their plan (route, steps) until the configuration
+    changes: the next new connection to it takes the new route."""
+    b = standard_vpc()
+    engine = make_engine(b.build())
+    first = engine.process(tcp(SB, NET, 40000, 443), 1.0)
+    second = engine.process(tcp(SB, NET, 40001, 443), 1.5)
+    assert first.forwarded and second.forwarded and eni_endpoint(first) != eni_endpoint(second)
+    b.route_table("rtb-app", ["subnet-app", "subnet-db"], [("0.0.0.0/0", "nat-1", "blackhole")])
+    engine.update_config(b.build())
+    assert engine.process(tcp(SB, NET, 40002, 443), 2.0).reason == DropReason.BLACKHOLE_ROUTE
+    b.route_table("rtb-app", ["subnet-app", "subnet-db"], [("0.0.0.0/0", "nat-1")])
+    engine.update_config(b.build())
+    assert engine.process(tcp(SB, NET, 40003, 443), 3.0).forwarded
+
+
 # --- the VPC-side form of replies, fragments ------------------------------------------------------
 
 
