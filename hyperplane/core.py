@@ -76,8 +76,14 @@ class _RecordingAggregator(FlowLogAggregator):
     def add(self, eni_id, src, dst, sport, dport, proto, nbytes, ts, action, tcp_flags=0, **extra):
         record = super().add(eni_id, src, dst, sport, dport, proto, nbytes, ts, action, tcp_flags, **extra)
         if self.calls is not None:
-            self.calls.append((record, nbytes, ts, tcp_flags))
+            self.calls.append(((record,), nbytes, ts, tcp_flags))
         return record
+
+    def add_all(self, logs, proto, nbytes, ts, tcp_flags=0):
+        records = super().add_all(logs, proto, nbytes, ts, tcp_flags)
+        if self.calls is not None:
+            self.calls.append((records, nbytes, ts, tcp_flags))
+        return records
 
 
 class _Listener:
@@ -261,15 +267,13 @@ class CoreEngine:
         """Make the flow-log records of kinds learned ahead whose first packet the fast path
         forwarded (in packet order, before anything else reads the records): those the slow path
         would have made for it; the fold counts the packet into them."""
-        record = self.dp.flowlog.record
+        record_all = self.dp.flowlog.record_all
         ahead, records = self._ahead, self._records
         for idx, kind, ts in events:
             entry = ahead.pop(idx, None)
             if entry is None or entry[0] != kind:
                 raise AssertionError(f"flow entry {idx}: a first packet of kind {kind} nobody expected")
-            proto = entry[1]
-            records[idx][kind] = [record(eni_id, src, dst, sport, dport, proto, ts, action, **(extra or {}))
-                                  for eni_id, src, dst, sport, dport, action, extra in entry[2]]
+            records[idx][kind] = record_all(entry[2], entry[1], ts)
 
     def _catch_up(self) -> None:
         """Sync, and move the slow path's clock to the last packet the fast path saw: the timers
@@ -368,9 +372,13 @@ class CoreEngine:
             return
         second = int(ts // 1)
         window = second // self.interval
-        for record, nbytes, t, flags in calls:
-            if nbytes != p.ip_len or t != ts or flags != p.tcp_flags or record.window != window * self.interval:
+        start = window * self.interval
+        for recs, nbytes, t, flags in calls:
+            if nbytes != p.ip_len or t != ts or flags != p.tcp_flags:
                 return
+            for record in recs:
+                if record.window != start:
+                    return
         taps = result.taps
         if "lambda" not in taps or any(name not in _TAP_INDEX for name in taps):
             return
@@ -395,7 +403,7 @@ class CoreEngine:
         if lam != taps["lambda"] or eni != taps.get("eni") or inet != taps.get("internet"):
             self.ft.forget(idx, kind)
             return
-        self._records[idx][kind] = [call[0] for call in calls]
+        self._records[idx][kind] = [r for call in calls for r in call[0]]
         self.learned += 1
         if kind == _KIND_OUT:
             self._learn_reply_ahead(idx, conn, window)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import os
 import socket
 import time
@@ -216,31 +217,57 @@ class FlowLogAggregator:
             record.tcp_flags |= AWS_TCP_FLAGS[tcp_flags & 0xFF]
         return record
 
+    def add_all(self, logs, proto: int, nbytes: int, ts: float, tcp_flags: int = 0) -> list[FlowRecord]:
+        """:meth:`add` for one packet logged at several points: ``logs`` holds
+        ``(eni_id, src, dst, sport, dport, action, extra)`` per point (``extra`` a dict or None).
+        Returns the records, in the order of ``logs``."""
+        records = self.record_all(logs, proto, ts)
+        aws = AWS_TCP_FLAGS[tcp_flags & 0xFF] if tcp_flags else 0
+        for record in records:
+            record.packets += 1
+            record.bytes += nbytes
+            record.tcp_flags |= aws
+        return records
+
     def record(self, eni_id: str, src, dst, sport: int, dport: int, proto: int, ts: float, action: str,
                **extra) -> FlowRecord:
         """The record a packet at ``ts`` goes into (made when it is the first), its time span
         stretched to ``ts``, without counting the packet (:meth:`add` counts it; the core's fast
         path counts its packets in bulk)."""
-        second = int(ts // 1)
+        return self.record_all(((eni_id, src, dst, sport, dport, action, extra),), proto, ts)[0]
+
+    def record_all(self, logs, proto: int, ts: float) -> list[FlowRecord]:
+        """:meth:`record` for each ``(eni_id, src, dst, sport, dport, action, extra)`` of ``logs``
+        (one packet's log points); the records in the order of ``logs``."""
+        second = math.floor(ts)
         window = second - second % self.interval
-        key = (eni_id, src, dst, sport, dport, proto, action, window)
-        record = self._records.get(key)
-        if record is None:
-            if action not in ACTIONS:
-                raise ValueError(f"flow-log action must be ACCEPT or REJECT, not {action!r}")
+        records = self._records
+        out = []
+        for eni_id, src, dst, sport, dport, action, extra in logs:
+            key = (eni_id, src, dst, sport, dport, proto, action, window)
+            record = records.get(key)
+            if record is None:
+                record = records[key] = self._new(key, second, extra)
+            elif second > record.end:
+                record.end = second
+            elif second < record.start:
+                record.start = second
+            out.append(record)
+        return out
+
+    def _new(self, key: tuple, second: int, extra) -> FlowRecord:
+        eni_id, src, dst, sport, dport, proto, action, window = key
+        if action not in ACTIONS:
+            raise ValueError(f"flow-log action must be ACCEPT or REJECT, not {action!r}")
+        if extra:
             for name in extra:
                 if name not in EXTRA_FIELDS:
                     raise TypeError(f"unknown flow-log attribute {name!r}")
             ipv6 = extra.get("type") == "IPv6"
-            record = FlowRecord(self.account_id, eni_id, _address_text(src, ipv6),
-                                _address_text(dst, ipv6), sport, dport, proto, second, action,
-                                window, extra)
-            self._records[key] = record
-        elif second > record.end:
-            record.end = second
-        elif second < record.start:
-            record.start = second
-        return record
+        else:
+            ipv6 = False
+        return FlowRecord(self.account_id, eni_id, _address_text(src, ipv6), _address_text(dst, ipv6), sport, dport,
+                          proto, second, action, window, extra)
 
     def flush(self, before: float | None = None) -> list[FlowRecord]:
         """Remove and return the finished records: those whose window ended at or before

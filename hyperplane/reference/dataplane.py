@@ -1069,12 +1069,8 @@ class Dataplane:
         path.gen = self.gen
 
     def _log(self, logs, p: pk.Parsed, ts: float) -> None:
-        add = self.flowlog.add
-        for eni_id, src, dst, sport, dport, action, extra in logs:
-            if extra:
-                add(eni_id, src, dst, sport, dport, p.proto, p.ip_len, ts, action, p.tcp_flags, **extra)
-            else:
-                add(eni_id, src, dst, sport, dport, p.proto, p.ip_len, ts, action, p.tcp_flags)
+        if logs:
+            self.flowlog.add_all(logs, p.proto, p.ip_len, ts, p.tcp_flags)
 
     def _log_sg_egress_reject(self, function: str, subnet_id: str, p: pk.Parsed, ts: float) -> None:
         """An SG egress refusal is logged once, as REJECT, on the function's ENI in the subnet

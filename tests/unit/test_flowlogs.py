@@ -159,6 +159,25 @@ def test_bad_action_and_extra_are_rejected():
         agg.add(ENI, LAMBDA_IP, DB_IP, 1, 2, 6, 10, T0, "ACCEPT", colour="red")
 
 
+def test_one_packet_at_several_log_points_counts_like_one_add_per_point():
+    """``add_all`` (the dataplane logs a packet at every point of its path in one call) makes
+    and counts the same records, in the same order, as ``add`` point by point."""
+    points = [(ENI, LAMBDA_IP, DB_IP, 40001, 5432, "ACCEPT", None),
+              ("eni-0c0ffee0c0ffee000", LAMBDA_IP, DB_IP, 40001, 5432, "ACCEPT", {"flow_direction": "ingress"}),
+              (ENI, LAMBDA_IP, DB_IP, 40001, 5432, "ACCEPT", None)]  # a point twice: one record, counted twice
+    one, each = FlowLogAggregator(), FlowLogAggregator()
+    for ts, flags, nbytes in ((T0 + 0.5, SYN, 60), (T0 + 3.2, 0x10, 52), (T0 + 700.0, FIN, 52)):
+        got = one.add_all(points, 6, nbytes, ts, flags)
+        want = [each.add(e, s, d, sp, dp, 6, nbytes, ts, a, flags, **(x or {})) for e, s, d, sp, dp, a, x in points]
+        assert [r.format() for r in got] == [r.format() for r in want]
+        assert got[0] is got[2]
+    assert [r.format(V5_CUSTOM_FIELDS) for r in one.flush()] == [r.format(V5_CUSTOM_FIELDS) for r in each.flush()]
+    with pytest.raises(ValueError):
+        one.add_all([(ENI, LAMBDA_IP, DB_IP, 1, 2, "DROP", None)], 6, 10, T0)
+    with pytest.raises(TypeError):
+        one.record_all([(ENI, LAMBDA_IP, DB_IP, 1, 2, "ACCEPT", {"colour": "red"})], 6, T0)
+
+
 def test_read_back_plain_and_gzip_with_nodata(tmp_path):
     records = scenario().flush()
     plain = tmp_path / "flows.log"
