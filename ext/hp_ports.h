@@ -205,6 +205,43 @@ static inline void hp_ports_free(hp_ports *p)
     p->cap = p->mask = p->ndest = p->count = 0;
 }
 
+/* A deep copy of `src` into `dst` (not initialised; free it with hp_ports_free).
+ * On HP_PORTS_ENOMEM `dst` is left empty (tab NULL). */
+static inline int hp_ports_copy(hp_ports *dst, const hp_ports *src)
+{
+    *dst = *src;
+    dst->tab = (hp_pdest *)malloc(src->cap * sizeof(hp_pdest));
+    if (!dst->tab) {
+        memset(dst, 0, sizeof *dst);
+        return HP_PORTS_ENOMEM;
+    }
+    memcpy(dst->tab, src->tab, src->cap * sizeof(hp_pdest));
+    for (uint64_t i = 0; i < src->cap; i++) {
+        hp_pdest *d = &dst->tab[i];
+        size_t bytes;
+        if (d->kind == HP_PD_SET)
+            bytes = (size_t)2 << d->set_log;
+        else if (d->kind == HP_PD_BITMAP)
+            bytes = (size_t)8 * src->bm_words;
+        else
+            continue;
+        void *m = malloc(bytes);
+        if (!m) {
+            for (uint64_t j = i; j < src->cap; j++)  /* still the source's storage: not ours to free */
+                dst->tab[j].kind = HP_PD_EMPTY;
+            hp_ports_free(dst);
+            memset(dst, 0, sizeof *dst);
+            return HP_PORTS_ENOMEM;
+        }
+        memcpy(m, d->kind == HP_PD_SET ? (const void *)d->u.set : (const void *)d->u.bits, bytes);
+        if (d->kind == HP_PD_SET)
+            d->u.set = (uint16_t *)m;
+        else
+            d->u.bits = (uint64_t *)m;
+    }
+    return 0;
+}
+
 /* Bytes the pool holds: the destination table plus sets and bitmaps. */
 static inline uint64_t hp_ports_memory(const hp_ports *p)
 {
@@ -666,6 +703,27 @@ static inline void hp_nat_free(hp_nat_ports *nat)
     }
     nat->pools = NULL;
     nat->n = 0;
+}
+
+/* A deep copy of `src` into `dst` (not initialised; free it with hp_nat_free). */
+static inline int hp_nat_copy(hp_nat_ports *dst, const hp_nat_ports *src)
+{
+    *dst = *src;
+    dst->pools = (hp_ports *)calloc(src->n ? src->n : 1, sizeof(hp_ports));
+    if (!dst->pools) {
+        memset(dst, 0, sizeof *dst);
+        return HP_PORTS_ENOMEM;
+    }
+    for (uint32_t i = 0; i < src->n; i++) {
+        if (hp_ports_copy(&dst->pools[i], &src->pools[i]) != 0) {
+            for (uint32_t j = 0; j < i; j++)
+                hp_ports_free(&dst->pools[j]);
+            free(dst->pools);
+            memset(dst, 0, sizeof *dst);
+            return HP_PORTS_ENOMEM;
+        }
+    }
+    return 0;
 }
 
 /* Try the addresses in order; *addr gets the index of the address used.

@@ -81,6 +81,8 @@ cdef extern from "hp_ports.h" nogil:
     int hp_ports_release(hp_ports *p, uint8_t proto, uint32_t port, uint16_t dport, uint64_t dst_hi,
                          uint64_t dst_lo)
 
+    int hp_ports_copy(hp_ports *dst, const hp_ports *src)
+    int hp_nat_copy(hp_nat_ports *dst, const hp_nat_ports *src)
     int hp_nat_init(hp_nat_ports *nat, uint32_t n, uint32_t lo, uint32_t hi, uint32_t per_destination,
                     const uint64_t *seeds)
     void hp_nat_free(hp_nat_ports *nat)
@@ -234,6 +236,15 @@ cdef class PortPool:
     def __dealloc__(self):
         hp_ports_free(&self._p)
 
+    def __deepcopy__(self, memo):
+        """An independent pool with the same allocations (explain probes a copy of the dataplane)."""
+        cdef PortPool c = PortPool.__new__(PortPool)
+        if hp_ports_copy(&c._p, &self._p) != 0:
+            raise MemoryError()
+        c._seed = self._seed
+        c._hint = _PortsHint()
+        return c
+
     @property
     def lo(self):
         return self._p.lo
@@ -382,6 +393,17 @@ cdef class NatPortPool:
 
     def __dealloc__(self):
         hp_nat_free(&self._n)
+
+    def __deepcopy__(self, memo):
+        """An independent pool with the same allocations and counters."""
+        cdef NatPortPool c = NatPortPool.__new__(NatPortPool)
+        if hp_nat_copy(&c._n, &self._n) != 0:
+            raise MemoryError()
+        c.public_ips = self.public_ips
+        c.per_destination = self.per_destination
+        c._index = dict(self._index)
+        c._hint = _PortsHint()
+        return c
 
     @property
     def error_port_allocation(self):

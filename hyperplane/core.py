@@ -187,7 +187,8 @@ class CoreEngine:
     ``Dataplane``). ``expected_connections`` sizes the C table up front (it grows anyway)."""
 
     def __init__(self, model, sandboxes, options, expected_connections: int = 1024):
-        dp = self.dp = Dataplane(model, sandboxes, options, port_hash=_core.port_hash)  # the C hash: equal, faster
+        # the C port pools: the same ports as the reference's, ~10x faster
+        dp = self.dp = Dataplane(model, sandboxes, options, port_pool=_core.PortPool, nat_port_pool=_core.NatPortPool)
         old = dp.flowlog
         dp.flowlog = _RecordingAggregator(old.interval, old.account_id, old.fields)
         dp.table.listener = _Listener(self)

@@ -171,10 +171,8 @@ class FlowRecord:
 
     def format(self, fields: Sequence[str] = V2_FIELDS) -> str:
         """The record as one line of the given format (space-separated, no newline)."""
-        if fields is V2_FIELDS or tuple(fields) == V2_FIELDS:  # the default format: one f-string
-            return (f"2 {self.account_id or '-'} {self.interface_id} {self.srcaddr} {self.dstaddr} "
-                    f"{self.srcport} {self.dstport} {self.protocol} {self.packets} {self.bytes} "
-                    f"{self.start} {self.end} {self.action} {self.log_status}")
+        if fields is V2_FIELDS or tuple(fields) == V2_FIELDS:  # the default format
+            return _v2_lines((self,))[0]
         version = format_version(fields)
         return " ".join(self.value(f, version) for f in fields)
 
@@ -291,21 +289,42 @@ def _window_of(record: FlowRecord) -> int:
 
 
 # --- writing ----------------------------------------------------------------------------------
-def _lines(records: Iterable[FlowRecord], fields: Sequence[str]) -> Iterable[str]:
-    yield " ".join(fields) + "\n"
-    for record in records:
-        yield record.format(fields) + "\n"
+def _v2_lines(records: Iterable[FlowRecord]) -> list[str]:
+    """The lines of the default format: one f-string in one comprehension, the writer's hot loop
+    (~0.7 us a record; a call per record would add half of that)."""
+    return [f"2 {r.account_id or '-'} {r.interface_id} {r.srcaddr} {r.dstaddr} {r.srcport} {r.dstport} "
+            f"{r.protocol} {r.packets} {r.bytes} {r.start} {r.end} {r.action} {r.log_status}" for r in records]
+
+
+def format_records(records: Iterable[FlowRecord], fields: Sequence[str] = V2_FIELDS) -> list[str]:
+    """Each record as one line of the format ``fields`` (no newline)."""
+    if tuple(fields) == V2_FIELDS:
+        return _v2_lines(records)
+    return [record.format(fields) for record in records]
+
+
+def _text(lines: Sequence[str], fields: Sequence[str]) -> str:
+    body = "\n".join(lines)
+    return " ".join(fields) + "\n" + body + ("\n" if body else "")
 
 
 def write_flow_logs(records: Iterable[FlowRecord], path_or_file, fields: Sequence[str] = V2_FIELDS) -> None:
     """Write records with the header line (field names space-separated) to a path or an open
     text file. A path ending in ``.gz`` is written gzip-compressed (reproducibly: no timestamp)."""
     fields = check_fields(fields)
+    write_flow_log_lines(format_records(records, fields), path_or_file, fields)
+
+
+def write_flow_log_lines(lines: Sequence[str], path_or_file, fields: Sequence[str] = V2_FIELDS) -> None:
+    """:func:`write_flow_logs` for records already formatted as ``lines`` of the format
+    ``fields`` (no newlines; a parallel replay's workers format their own records)."""
+    fields = check_fields(fields)
+    text = _text(lines, fields)
     if hasattr(path_or_file, "write"):
-        path_or_file.writelines(_lines(records, fields))
+        path_or_file.write(text)
         return
     path = os.fspath(path_or_file)
-    data = "".join(_lines(records, fields)).encode()
+    data = text.encode()
     with open(path, "wb") as fh:
         fh.write(_gzip(data) if path.endswith(".gz") else data)
 
@@ -334,7 +353,7 @@ def write_s3_layout(records: Iterable[FlowRecord], root, account: str, region: s
         groups.setdefault(record.end - record.end % S3_FILE_SPAN, []).append(record)
     written = []
     for span_start in sorted(groups):
-        text = "".join(_lines(groups[span_start], fields)).encode()
+        text = _text(format_records(groups[span_start], fields), fields).encode()
         t = time.gmtime(span_start)
         folder = os.path.join(os.fspath(root), "AWSLogs", account, "vpcflowlogs", region,
                               f"{t.tm_year:04d}", f"{t.tm_mon:02d}", f"{t.tm_mday:02d}")

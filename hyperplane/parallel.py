@@ -64,6 +64,7 @@ import numpy as np
 
 from hyperplane import limits
 from hyperplane.engine import gc_paused
+from hyperplane.flowlogs import format_records, write_flow_log_lines
 from hyperplane.replay import EMITTED_COMMENT, ReplayConfig, run_replay
 
 __all__ = ["run_parallel_replay", "Sharder", "port_slices", "shares", "merge_summaries"]
@@ -336,24 +337,12 @@ def _run_worker(job: _Job) -> dict:
     if cfg.flow_logs_path:
         fields = tuple(engine.flow_log_fields)
         # formatted here, in parallel; the parent orders them by (window, start second, worker, arrival)
-        flow = {"fields": fields, "records": [(r.window, r.start, me, k, r.format(fields))
-                                              for k, r in enumerate(engine.flow_logs(flush=True))]}
+        records = engine.flow_logs(flush=True)
+        flow = {"fields": fields, "records": [(r.window, r.start, me, k, line) for k, (r, line)
+                                              in enumerate(zip(records, format_records(records, fields)))]}
     return {"worker": me, "summary": summary, "packets_total": index, "truncated": truncated,
             "warnings": [str(w.message) for w in caught], "flow": flow,
             "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started}
-
-
-class _Line:
-    """A flow-log record already formatted by its worker (formatting is the costly part of
-    writing, so the workers do it in parallel); ``write_flow_logs`` takes it like a record."""
-
-    __slots__ = ("line",)
-
-    def __init__(self, line: str):
-        self.line = line
-
-    def format(self, fields) -> str:
-        return self.line
 
 
 def _child(job: _Job, conn) -> None:
@@ -621,11 +610,9 @@ def _merge_outputs(config: ReplayConfig, results: list[dict], folder: str, worke
     if summary["packets"] != total:
         raise AssertionError(f"accounting error: read {total} packets, the workers counted {summary['packets']}")
     if config.flow_logs_path:
-        from hyperplane.flowlogs import write_flow_logs
-
         records = [entry for r in results for entry in r["flow"]["records"]]
-        records.sort(key=lambda e: e[:4])
-        write_flow_logs([_Line(e[4]) for e in records], config.flow_logs_path, results[0]["flow"]["fields"])
+        records.sort(key=lambda e: e[:4])  # the workers format their records (the costly part) in parallel
+        write_flow_log_lines([e[4] for e in records], config.flow_logs_path, results[0]["flow"]["fields"])
     if config.summary_path:
         with open(config.summary_path, "w") as fh:
             json.dump(summary, fh, indent=2)

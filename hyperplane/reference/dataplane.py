@@ -36,7 +36,7 @@ from hyperplane.engine import Hop, Result, Trace
 from hyperplane.flowlogs import V2_FIELDS, FlowLogAggregator
 from hyperplane.reference.conntrack import ORIGINAL, REPLY, Conn, ConnTable
 from hyperplane.reference.policy import Policy, PrefixMap, network_to_int
-from hyperplane.reference.ports import NatPortPool, PortPool, port_hash
+from hyperplane.reference.ports import NatPortPool, PortPool
 
 R = DropReason
 #: The drop reasons as plain ints, for the tuples kept per connection (ints keep those tuples out
@@ -333,11 +333,12 @@ class _WeakMembers:
 class Dataplane:
     """The reference backend of :class:`hyperplane.engine.Engine` (same methods)."""
 
-    def __init__(self, model, sandboxes, options, port_hash=port_hash):
-        """``port_hash``: the port pools' hash (:func:`hyperplane.reference.ports.port_hash`, or
-        the equal C one the core backend passes)."""
+    def __init__(self, model, sandboxes, options, port_pool=PortPool, nat_port_pool=NatPortPool):
+        """``port_pool`` / ``nat_port_pool``: the classes of the ENIs' and NAT gateways' port pools
+        (:mod:`hyperplane.reference.ports`, or the C twins the core backend passes, which give the
+        same ports for the same calls: tests/unit/test_core_ports.py)."""
         self.options = options
-        self._port_hash = port_hash
+        self._port_pool, self._nat_port_pool = port_pool, nat_port_pool
         self.model = model
         self.strict = bool(options.tcp_strict)
         self.flow_log_fields = tuple(options.flow_log_fields or V2_FIELDS)
@@ -652,7 +653,7 @@ class Dataplane:
         def accept(eni) -> bool:
             pool = pools.get(eni.id)
             if pool is None:
-                pool = pools[eni.id] = PortPool(lo, hi, seed=self.options.seed, hash=self._port_hash)
+                pool = pools[eni.id] = self._port_pool(lo, hi, self.options.seed)
             return pool.can_allocate(proto, dst, dport)
 
         eni = self.control.open_connection(function, subnet_id, now, accept, commit=False)
@@ -743,7 +744,7 @@ class Dataplane:
             host = 1 + zlib.crc32(f"{self.options.seed}:{function}".encode()) % 254
             lo, hi = self.options.port_range
             entry = self._lambda_pools[function] = (int(LAMBDA_PUBLIC_NET.network_address) + host,
-                                                    PortPool(lo, hi, seed=self.options.seed, hash=self._port_hash))
+                                                    self._port_pool(lo, hi, self.options.seed))
         public, pool = entry
         port = pool.allocate(proto, dst, dport, hint=(src << 16) | sport)
         if port is None:
@@ -900,8 +901,8 @@ class Dataplane:
         if pool is None:
             addresses = [int(a) for a in nat.public_ips] if public else [nat_priv]
             lo, hi = self.options.nat_port_range
-            pool = self._nat_pools[(nat.id, public)] = NatPortPool(
-                addresses, lo, hi, self.options.nat_connections_per_destination, self.options.seed, self._port_hash)
+            pool = self._nat_pools[(nat.id, public)] = self._nat_port_pool(
+                addresses, lo, hi, self.options.nat_connections_per_destination, self.options.seed)
         path.nat_pool = pool
         path.internet = public
         if cross:

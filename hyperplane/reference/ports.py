@@ -121,12 +121,9 @@ class PortPool:
     """The source ports of one Hyperplane ENI: unique per (protocol, destination address,
     destination port) among live allocations. Ports ``lo``..``hi`` inclusive."""
 
-    __slots__ = ("lo", "hi", "size", "seed", "count", "_dests", "_hash")
+    __slots__ = ("lo", "hi", "size", "seed", "count", "_dests")
 
-    def __init__(self, lo: int = limits.PORT_RANGE[0], hi: int = limits.PORT_RANGE[1], seed: int = 0,
-                 hash=port_hash):
-        """``hash``: :func:`port_hash` or an equal implementation (the core backend passes the C
-        one, ``hyperplane._core.port_hash``, proven equal by tests/unit/test_core_ports.py)."""
+    def __init__(self, lo: int = limits.PORT_RANGE[0], hi: int = limits.PORT_RANGE[1], seed: int = 0):
         if not (1 <= lo <= 65535 and 1 <= hi <= 65535):
             raise ValueError(f"port range {lo}-{hi} is outside 1-65535")
         if lo > hi:
@@ -138,7 +135,6 @@ class PortPool:
         #: live allocations over all destinations
         self.count = 0
         self._dests: dict[tuple[int, int, int], _DestinationPorts] = {}
-        self._hash = hash
 
     def allocate(self, proto: int, dst_ip: int, dst_port: int, hint: int = 0) -> int | None:
         """A free source port toward (proto, dst_ip, dst_port), now taken; ``None`` when every
@@ -150,7 +146,7 @@ class PortPool:
             dest = self._dests[key] = _DestinationPorts()
         elif dest.count >= self.size:
             return None
-        start = self._hash(self.seed, hint or 0, proto, dst_ip, dst_port) % self.size
+        start = port_hash(self.seed, hint or 0, proto, dst_ip, dst_port) % self.size
         off = dest.claim(start, self.size)
         self.count += 1
         return self.lo + off
@@ -206,7 +202,7 @@ class NatPortPool:
 
     def __init__(self, public_ips: Sequence[Hashable], lo: int = limits.NAT_PORT_RANGE[0],
                  hi: int = limits.NAT_PORT_RANGE[1],
-                 per_destination: int = limits.NAT_CONNECTIONS_PER_DESTINATION, seed: int = 0, hash=port_hash):
+                 per_destination: int = limits.NAT_CONNECTIONS_PER_DESTINATION, seed: int = 0):
         if not public_ips:
             raise ValueError("a NAT gateway needs at least one address")
         if per_destination < 1:
@@ -219,7 +215,7 @@ class NatPortPool:
         self.peak_connections = 0
         self.count = 0
         self._pools = {
-            ip: PortPool(lo, hi, seed=_fold(mix64(seed & _M64), _address_int(ip)), hash=hash)
+            ip: PortPool(lo, hi, seed=_fold(mix64(seed & _M64), _address_int(ip)))
             for ip in self.public_ips
         }
 

@@ -215,6 +215,39 @@ def test_nat_pool_small_limit_and_validation(impl):
     assert nat.public_ips == (1, 2) and nat.per_destination == 2
 
 
+def test_a_deep_copy_holds_the_same_ports_and_lives_on_its_own(impl):
+    """explain probes a deep copy of the dataplane: the copied pools hold what the originals hold
+    (in every form: a few ports, a set, a bitmap), allocate next what the originals would, and
+    change independently of them."""
+    import copy
+
+    pool = impl.PortPool(seed=3)
+    held = [(dst, pool.allocate(TCP, dst, 443, hint=i)) for n, dst in ((3, DB), (300, WEB), (5000, V6))
+            for i in range(n)]
+    twin = copy.deepcopy(pool)
+    assert twin.count == pool.count == len(held)
+    assert all(twin.in_use(TCP, port, dst, 443) for dst, port in held)
+    for dst in (DB, WEB, V6):
+        assert twin.allocate(TCP, dst, 443, hint=77) == pool.allocate(TCP, dst, 443, hint=77)
+    dst, port = held[400]
+    twin.release(TCP, port, dst, 443)
+    assert pool.in_use(TCP, port, dst, 443) and not twin.in_use(TCP, port, dst, 443)
+    assert twin.count == pool.count - 1
+    del pool
+    assert twin.in_use(TCP, held[0][1], DB, 443)  # nothing shared with the freed original
+
+    nat = impl.NatPortPool([0xCB007101, 0xCB007102], per_destination=10, seed=1)
+    got = [nat.allocate(TCP, DB, 443, hint=i) for i in range(25)]
+    assert got[-5:] == [None] * 5
+    twin = copy.deepcopy(nat)
+    assert (twin.count, twin.peak_connections, twin.error_port_allocation) == (20, 20, 5)
+    (ip, port) = got[0]
+    twin.release(ip, TCP, port, DB, 443)
+    assert nat.in_use(ip, TCP, port, DB, 443) and not twin.in_use(ip, TCP, port, DB, 443)
+    assert twin.allocate(TCP, DB, 443, hint=99) is not None and nat.allocate(TCP, DB, 443, hint=99) is None
+    assert (twin.count, nat.count, nat.error_port_allocation) == (20, 20, 6)
+
+
 def test_both_backends_give_the_same_ports_on_the_pinned_workloads():
     """The cases above, compared call by call rather than by property."""
     for seed in (0, 1, 2**64 - 1):
