@@ -333,11 +333,13 @@ class _WeakMembers:
 class Dataplane:
     """The reference backend of :class:`hyperplane.engine.Engine` (same methods)."""
 
-    def __init__(self, model, sandboxes, options, port_pool=PortPool, nat_port_pool=NatPortPool):
+    def __init__(self, model, sandboxes, options, port_pool=PortPool, nat_port_pool=NatPortPool, parse=pk.parse):
         """``port_pool`` / ``nat_port_pool``: the classes of the ENIs' and NAT gateways' port pools
         (:mod:`hyperplane.reference.ports`, or the C twins the core backend passes, which give the
-        same ports for the same calls: tests/unit/test_core_ports.py)."""
+        same ports for the same calls: tests/unit/test_core_ports.py); ``parse``: the packet
+        parser (:func:`hyperplane.packet.parse`, or the equal C one)."""
         self.options = options
+        self._parse = parse
         self._port_pool, self._nat_port_pool = port_pool, nat_port_pool
         self.model = model
         self.strict = bool(options.tcp_strict)
@@ -505,7 +507,7 @@ class Dataplane:
     def process(self, data, ts: float, linktype: int = pk.RAW) -> Result:
         self.packets += 1
         now = self._advance(ts)
-        p = self.last_parsed = pk.parse(data, linktype)
+        p = self.last_parsed = self._parse(data, linktype)
         if not p.ok:
             return self._drop(R.NOT_HYPERPLANE if p.not_ip else R.MALFORMED, None, p.error or None)
         ip = bytes(data[p.l3 : p.l3 + p.ip_len])
