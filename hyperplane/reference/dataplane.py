@@ -239,7 +239,8 @@ def _rst_for(ip: bytes, p: pk.Parsed) -> bytes:
 #   ("nat-route", subnet_id, version, dst, private, nat_id)         NAT subnet route to an IGW
 # NACLs and route tables are looked up from the subnet when a step runs, so a changed association
 # applies to the next packet too.
-#   ("log", eni_id, src, dst, sport, dport, direction, extra)       a flow-log point (port None = NAT)
+#   ("log", eni_id, src, dst, sport, dport, direction, extra)       a flow-log point (port None = NAT;
+#                                                                   src, dst as text once planned)
 #   ("note", kind, component, decision, detail)                     trace only
 # A port ENI_PORT stands for the connection's Hyperplane ENI port: the steps depend on the
 # connection only through it and the NAT port, so connections to the same destination from the
@@ -294,6 +295,13 @@ class Path:
         self.replies = None  # the reply Rewrites, made at the first reply (_reply_rewrites)
         self.dest_id = None
         self.untracked = False
+
+
+def _texted(steps: list, version: int) -> tuple:
+    """The steps with the addresses of their log points as flow logs print them (made once per
+    plan, not per connection)."""
+    return tuple((s[0], s[1], address_text(version, s[2]), address_text(version, s[3])) + s[4:] if s[0] == S_LOG
+                 else s for s in steps)
 
 
 class _Block(Exception):
@@ -775,7 +783,7 @@ class Dataplane:
         plan = self._plans.get(key)
         if plan is None:
             self._lay_out(path, groups, p, eni_ip, ENI_PORT)
-            path.out_steps, path.back_steps = tuple(path.out_steps), tuple(path.back_steps)
+            path.out_steps, path.back_steps = _texted(path.out_steps, p.version), _texted(path.back_steps, p.version)
             if len(self._plans) >= PLAN_CACHE_SIZE:
                 self._plans = {}
             self._plans[key] = (path.out_steps, path.back_steps) + tuple(getattr(path, a) for a in _PLANNED)
@@ -981,8 +989,7 @@ class Dataplane:
                     dport = path.nat_port
                 elif dport == ENI_PORT:
                     dport = path.eni_port
-                logs.append((eni_id, address_text(path.version, src), address_text(path.version, dst), sport, dport,
-                             "REJECT" if block else "ACCEPT", extra))
+                logs.append((eni_id, src, dst, sport, dport, "REJECT" if block else "ACCEPT", extra))
                 if block is not None:
                     break
                 continue
