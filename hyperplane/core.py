@@ -2,7 +2,9 @@
 
 VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the reference engine's API.
 
-- **Slow path**: :class:`hyperplane.reference.dataplane.Dataplane`, unchanged. It handles every
+- **Slow path**: :class:`hyperplane.reference.dataplane.Dataplane`, unchanged but for the parts
+  swapped for their C twins, which give the same results (proven by their tests): the port
+  pools (``_core.PortPool`` / ``NatPortPool``) and the packet parser (``_core.parse``). It handles every
   packet the fast path cannot: new connections, unsolicited packets, malformed ones, drops,
   IPv6 (always: the C table keys IPv4 5-tuples only), fragments, NAT idle timeouts, TCP reopens,
   packets of a connection whose own timer ran out.
