@@ -248,7 +248,9 @@ class CoreEngine:
                 conn = conn_of[idx]
                 conn.state = state
                 conn.expires = expires
-                reschedule(conn)  # a timer the fast path moved earlier (FIN) reaches the heap
+                queued = conn._queued
+                if queued is None or expires < queued:
+                    reschedule(conn)  # a timer the fast path moved earlier (FIN) reaches the heap
                 conn.last_seen = last_seen
                 conn.nat_last_seen = last_seen
                 base = window * interval
