@@ -144,6 +144,41 @@ def test_a_new_connection_is_planned_under_the_configuration_of_its_time(make_en
     assert engine.process(tcp(SB, NET, 40003, 443), 3.0).forwarded
 
 
+def test_shared_plans_change_nothing_a_replay_shows():
+    """The demo (a NAT gateway, a security-group reference, NACL- and SG-refused connections, an
+    overflow ENI) replayed with plans shared per destination and with every connection planned
+    afresh: the same results packet by packet, the same v5 flow logs and summary."""
+    import os
+
+    from hyperplane.commands.common import load_model, parse_sandboxes
+    from hyperplane.commands.demo import load_manifest
+    from hyperplane.flowlogs import V5_CUSTOM_FIELDS
+    from hyperplane.io import open_capture
+
+    class Forgetful(dict):  # a plan cache that keeps nothing
+        def __setitem__(self, key, value):
+            pass
+
+    folder = os.path.join(os.path.dirname(__file__), "..", "..", "pcaps", "demo")
+    manifest = load_manifest(folder)
+    model = load_model([os.path.join(folder, manifest["vpc"])])
+    options = EngineOptions(eni_capacity=manifest["options"]["eni_capacity"], flow_log_fields=V5_CUSTOM_FIELDS)
+    shared, afresh = (Engine(model, parse_sandboxes(manifest["sandboxes"]), options, backend="reference")
+                      for _ in range(2))
+    with open_capture(os.path.join(folder, manifest["capture"])) as reader:
+        for batch in reader:
+            for off, n, ts in zip(batch.offsets, batch.lengths, batch.timestamps):
+                frame = bytes(batch.buffer[off : off + n])
+                afresh._impl._plans = Forgetful()  # (a new ENI or configuration empties the cache: a new dict)
+                a, b = shared.process(frame, float(ts)), afresh.process(frame, float(ts))
+                assert (a.verdict, a.reason, a.component, a.rule, a.taps, a.eni_id) == \
+                       (b.verdict, b.reason, b.component, b.rule, b.taps, b.eni_id)
+    assert len(shared._impl._plans) > 1 and not afresh._impl._plans
+    assert [r.format(V5_CUSTOM_FIELDS) for r in shared.flow_logs()] == \
+           [r.format(V5_CUSTOM_FIELDS) for r in afresh.flow_logs()]
+    assert shared.summary() == afresh.summary()
+
+
 # --- the VPC-side form of replies, fragments ------------------------------------------------------
 
 
