@@ -64,10 +64,12 @@ def test_udp_and_missing_route(make_engine):
 
 
 def test_explain_after_traffic_keeps_the_engine_state(make_engine):
-    from table import DB, SB, tcp
+    from table import DB, NET, SB, tcp
 
     engine = make_engine(standard_vpc().build())
     engine.process(tcp(SB, DB, 40000, 5432), 1.0)
+    engine.process(tcp(SB, NET, 40001, 443), 1.1)  # through the NAT gateway: its port pool exists too
     before = (engine.summary(), len(engine.connections()))
     assert engine.explain("fn", DB, 5432, "tcp").reachable
+    assert engine.explain("fn", NET, 443, "tcp").reachable
     assert (engine.summary(), len(engine.connections())) == before
