@@ -70,6 +70,13 @@ def _parse(data, linktype: int = pk.RAW) -> pk.Parsed:
     return pk.Parsed(*_core.parse(data, linktype))
 
 
+def _kind_flags(eni: bool, internet: bool, path) -> int:
+    """A learned kind's tap flags: which taps it reaches, and whether its internet form crosses
+    the NAT gateway's translation (which translates both directions of ``path``)."""
+    return ((_core.FLOW_K_ENI if eni else 0) | (_core.FLOW_K_INET if internet else 0)
+            | (_core.FLOW_K_NATRW if path.nat_fwd is not None else 0))
+
+
 class _RecordingAggregator(FlowLogAggregator):
     """The slow path's flow-log aggregator, noting the records each packet adds to, so the fast
     path can count later packets of the same connection into the same records."""
@@ -248,9 +255,7 @@ class CoreEngine:
                 conn = conn_of[idx]
                 conn.state = state
                 conn.expires = expires
-                queued = conn._queued
-                if queued is None or expires < queued:
-                    reschedule(conn)  # a timer the fast path moved earlier (FIN) reaches the heap
+                reschedule(conn)  # a timer the fast path moved earlier (FIN) reaches the heap
                 conn.last_seen = last_seen
                 conn.nat_last_seen = last_seen
                 base = window * interval
@@ -393,13 +398,7 @@ class CoreEngine:
         taps = result.taps
         if "lambda" not in taps or not taps.keys() <= _TAP_INDEX.keys():
             return
-        flags = 0
-        if "eni" in taps:
-            flags |= _core.FLOW_K_ENI
-        if "internet" in taps:
-            flags |= _core.FLOW_K_INET
-        if path.nat_fwd is not None:  # the NAT gateway translates both directions
-            flags |= _core.FLOW_K_NATRW
+        flags = _kind_flags("eni" in taps, "internet" in taps, path)
         idx = self._idx_of.get(conn)
         if idx is None:
             idx = self.ft.alloc(conn.proto)
@@ -433,13 +432,7 @@ class CoreEngine:
             return
         if self.dp._sandboxes[4].lookup(conn.lambda_tuple[2]) is not None:
             return
-        flags = 0
-        if path.eni_tap:
-            flags |= _core.FLOW_K_ENI
-        if path.internet:
-            flags |= _core.FLOW_K_INET
-        if path.nat_fwd is not None:
-            flags |= _core.FLOW_K_NATRW
+        flags = _kind_flags(path.eni_tap, path.internet, path)
         self.ft.learn(idx, _KIND_REPLY, flags, window, first=True)
         self._ahead[idx] = (_KIND_REPLY, conn.proto, path.back[1])
         self.learned += 1

@@ -201,6 +201,8 @@ def test_a_timer_moved_earlier_is_folded_back_and_the_entry_stops_at_it():
     assert (stop, why) == (1, "expired")  # 200 >= 50 + 120
     assert ft.get(idx)["expires"] == 170.0
     assert [(row[0], row[2]) for row in ft.fold()] == [(idx, 170.0)]
+
+
 def test_reply_counters_belong_to_one_reply_kind_at_a_time():
     ft = table()
     idx = entry(ft)

@@ -44,15 +44,20 @@ def test_a_configuration_change_voids_every_learned_key_kind_of_a_connection():
     assert reference[-2].startswith("Result(dropped nacl-ingress")
 
 
+def _note_slow_frames(engine, slow: list) -> None:
+    """Append to ``slow`` every frame the core's slow path takes."""
+    impl, slow_path = engine._impl, engine._impl._slow
+    impl._slow = lambda frame, ts, lt: slow.append(frame) or slow_path(frame, ts, lt)
+
+
 def _timer_run(backend: str, slow=None):
     """Flow A (one UDP exchange) expires at t + 30 s while flow B keeps talking every 5 s; then A's
     tuple opens again."""
     import numpy as np
 
     engine = engine_for(load_documents(ts.documents()), {"169.254.76.0/24": "fn"}, backend=backend)
-    if slow is not None:  # note the frames the core's slow path takes
-        impl, slow_path = engine._impl, engine._impl._slow
-        impl._slow = lambda frame, t, lt: slow.append(frame) or slow_path(frame, t, lt)
+    if slow is not None:
+        _note_slow_frames(engine, slow)
     frames, stamps = [], []
 
     def add(t, data):
@@ -105,9 +110,8 @@ def _first_replies(backend: str, slow=None):
     demo = os.path.join(os.path.dirname(__file__), "..", "..", "pcaps", "demo")
     engine = Engine(load_vpc(os.path.join(demo, "vpc")), ["orders-api=169.254.76.0/24", "report-worker=169.254.77.0/24"],
                     EngineOptions(flow_log_interval=60, flow_log_fields=V5_CUSTOM_FIELDS), backend=backend)
-    if slow is not None:  # note the frames the core's slow path takes
-        impl, slow_path = engine._impl, engine._impl._slow
-        impl._slow = lambda frame, ts, lt: slow.append(frame) or slow_path(frame, ts, lt)
+    if slow is not None:
+        _note_slow_frames(engine, slow)
     ip = lambda text: int(ipaddress.ip_address(text))  # noqa: E731
     peers = [(ip("169.254.76.5"), ip("10.0.3.10"), 5432), (ip("169.254.76.6"), ip("203.0.113.10"), 443),
              (ip("169.254.77.5"), ip("203.0.113.20"), 443)]
@@ -125,7 +129,6 @@ def _first_replies(backend: str, slow=None):
             t += 0.25
         t = 1_793_610_125.0  # round 1: in the window [120, 180) s, replies included
     lengths = np.array([len(f) for f in frames], np.int64)
-    offsets = np.concatenate(([0], np.cumsum(lengths[:-1]))).astype(np.int64)
     order = np.argsort(np.array(stamps), kind="stable")
     buffer = b"".join(frames[i] for i in order)
     lengths = lengths[order]
