@@ -311,6 +311,21 @@ cdef class FlowTable:
                 for k in range(3):
                     self._t.conns[i].kind[k] &= HP_K_KEY
 
+    def forget_windows(self, uint32_t below):
+        """Un-learn every kind of the entries learned in a flow-log window before ``below`` (their
+        records were flushed); returns those entries' indices."""
+        cdef uint32_t i
+        cdef int k
+        cdef hp_conn *c
+        out = []
+        for i in range(self._t.top):
+            c = &self._t.conns[i]
+            if c.proto and c.window < below and (c.kind[0] | c.kind[1] | c.kind[2]) & ~HP_K_KEY:
+                for k in range(3):
+                    c.kind[k] &= HP_K_KEY
+                out.append(i)
+        return out
+
     def lookup(self, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint8_t proto):
         """``(index, kind)`` of the entry keyed by this IPv4 5-tuple, or None."""
         cdef int64_t s = hp_flow_find(&self._t, src, dst, sport, dport, proto)

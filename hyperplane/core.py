@@ -550,12 +550,15 @@ class CoreEngine:
         self._catch_up()
         return self.dp.counters()
 
-    def flow_logs(self, flush: bool = True):
+    def flow_logs(self, flush: bool = True, before=None):
         self._catch_up()
-        records = self.dp.flow_logs(flush)
-        if flush:
+        records = self.dp.flow_logs(flush, before)
+        if flush and before is None:
             self.ft.forget_all()  # the records the entries count into are gone
             self._ahead.clear()
+        elif flush and records:  # the entries counting into the flushed windows' records
+            for idx in self.ft.forget_windows(min(int(before // self.interval), 0xFFFFFFFF)):  # C windows: uint32
+                self._ahead.pop(idx, None)
         return records
 
     def connections(self) -> list:

@@ -493,9 +493,13 @@ class Engine:
         """Packets per verdict and reason, connections, ENI and NAT gateway counters."""
         return self._impl.counters()
 
-    def flow_logs(self, flush: bool = True):
-        """Flow-log records so far (all of them, flushed, when ``flush``)."""
-        return self._impl.flow_logs(flush)
+    def flow_logs(self, flush: bool = True, before: Optional[float] = None):
+        """Flow-log records so far; with ``flush`` they are removed (all of them, or with
+        ``before`` those whose window ended at or before that time: what a replay writes as it
+        goes). Ordered by window, then by the arrival of each record's first packet."""
+        if before is not None and not flush:
+            raise ValueError("flow_logs: 'before' needs flush=True")
+        return self._impl.flow_logs(flush, before)
 
     def update_config(self, model) -> None:
         """Apply a changed configuration from the next packet on: SG changes keep tracked

@@ -308,25 +308,60 @@ def _text(lines: Sequence[str], fields: Sequence[str]) -> str:
     return " ".join(fields) + "\n" + body + ("\n" if body else "")
 
 
+class FlowLogWriter:
+    """A flow-log file written as it goes: the header line at once, then lines or records in
+    the order given (a replay writes each window's records once the window is over, so its
+    memory holds the open windows only). A path ending in ``.gz`` is written gzip-compressed
+    (reproducibly: no timestamp, no file name in the header); an open text file is written to
+    and left open. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, path_or_file, fields: Sequence[str] = V2_FIELDS):
+        self.fields = check_fields(fields)
+        self.lines = 0
+        if hasattr(path_or_file, "write"):
+            self._fh, self._own = path_or_file, False
+        else:
+            path = os.fspath(path_or_file)
+            raw = open(path, "wb")
+            binary = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if path.endswith(".gz") else raw
+            self._raw = raw
+            self._fh, self._own = io.TextIOWrapper(binary, encoding="utf-8", newline="\n"), True
+        self._fh.write(" ".join(self.fields) + "\n")
+
+    def write_lines(self, lines: Sequence[str]) -> None:
+        """Lines of this writer's format (no newlines)."""
+        if lines:
+            self._fh.write("\n".join(lines) + "\n")
+            self.lines += len(lines)
+
+    def write(self, records: Iterable[FlowRecord]) -> None:
+        self.write_lines(format_records(records, self.fields))
+
+    def close(self) -> None:
+        if self._own and self._fh is not None:
+            self._fh.close()  # closes the gzip stream, then the file
+            self._raw.close()
+        self._fh = None
+
+    def __enter__(self) -> "FlowLogWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def write_flow_logs(records: Iterable[FlowRecord], path_or_file, fields: Sequence[str] = V2_FIELDS) -> None:
     """Write records with the header line (field names space-separated) to a path or an open
     text file. A path ending in ``.gz`` is written gzip-compressed (reproducibly: no timestamp)."""
-    fields = check_fields(fields)
-    write_flow_log_lines(format_records(records, fields), path_or_file, fields)
+    with FlowLogWriter(path_or_file, fields) as writer:
+        writer.write(records)
 
 
 def write_flow_log_lines(lines: Sequence[str], path_or_file, fields: Sequence[str] = V2_FIELDS) -> None:
     """:func:`write_flow_logs` for records already formatted as ``lines`` of the format
     ``fields`` (no newlines; a parallel replay's workers format their own records)."""
-    fields = check_fields(fields)
-    text = _text(lines, fields)
-    if hasattr(path_or_file, "write"):
-        path_or_file.write(text)
-        return
-    path = os.fspath(path_or_file)
-    data = text.encode()
-    with open(path, "wb") as fh:
-        fh.write(_gzip(data) if path.endswith(".gz") else data)
+    with FlowLogWriter(path_or_file, fields) as writer:
+        writer.write_lines(lines)
 
 
 def _gzip(data: bytes) -> bytes:

@@ -46,9 +46,12 @@ the one-worker peak, equal to it when the shards peak together, never above the 
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import heapq
+import itertools
 import json
+import mmap
 import multiprocessing as mp
 import os
 import struct
@@ -64,7 +67,7 @@ import numpy as np
 
 from hyperplane import limits
 from hyperplane.engine import gc_paused
-from hyperplane.flowlogs import format_records, write_flow_log_lines
+from hyperplane.flowlogs import FlowLogWriter, format_records
 from hyperplane.replay import EMITTED_COMMENT, ReplayConfig, run_replay
 
 __all__ = ["run_parallel_replay", "Sharder", "port_slices", "shares", "merge_summaries"]
@@ -280,7 +283,7 @@ def _run_worker(job: _Job) -> dict:
     ``process_batch`` per reader batch, the same tap writing); outputs go to files in ``job.folder``
     with the capture index of every record."""
     from hyperplane.io import CaptureTruncatedWarning, PcapngWriter, open_capture, open_writer
-    from hyperplane.replay import _comments, _write_tap
+    from hyperplane.replay import _comments, _FlowLogStream, _write_tap
 
     cfg = job.config
     engine = _engine(job)
@@ -288,9 +291,12 @@ def _run_worker(job: _Job) -> dict:
     me = job.worker
     writers = {name: open_writer(_tap_part(job.folder, name, me, path)) for name, path in cfg.taps.items()}
     want_comments = any(isinstance(w, PcapngWriter) for w in writers.values())
-    tap_rows: dict[str, list[np.ndarray]] = {name: [] for name in cfg.taps}
-    tap_sizes: dict[str, list[int]] = {name: [] for name in cfg.taps}
+    # the capture index and file size of every tap record, appended as int64 as they are written
+    tap_rows = {name: open(os.path.join(job.folder, f"rows-{name}-{me}.bin"), "wb") for name in cfg.taps}
+    tap_sizes = {name: open(os.path.join(job.folder, f"sizes-{name}-{me}.bin"), "wb") for name in cfg.taps}
     drops = open(os.path.join(job.folder, f"drops-{me}.txt"), "w") if cfg.drops_path else None
+    keyed = _KeyedFlowLogs(job.folder, me, engine.flow_log_fields) if cfg.flow_logs_path else None
+    flow_logs = _FlowLogStream(engine, keyed.write) if keyed is not None else None
     index = mine = 0
     started, cpu_started = time.perf_counter(), time.process_time()
     with warnings.catch_warnings(record=True) as caught:
@@ -313,36 +319,54 @@ def _run_worker(job: _Job) -> dict:
                             _write_tap(writer, packets, emitted, ts_ns, comments)
                             local, sizes = _tap_records(packets, emitted, comments, isinstance(writer, PcapngWriter))
                             if local:
-                                tap_rows[tap].append(glob[np.asarray(local, dtype=np.int64)])
-                                tap_sizes[tap] += sizes
+                                glob[np.asarray(local, dtype=np.int64)].tofile(tap_rows[tap])
+                                np.asarray(sizes, dtype=np.int64).tofile(tap_sizes[tap])
                     if drops is not None and res.reasons.any():
                         for record in res.drop_records(0):
                             record["index"] = row = int(glob[record["index"]])
                             drops.write(f"{row}\t{json.dumps(record)}\n")
                 mine += len(rows)
                 index += n
+                if flow_logs is not None and n:
+                    flow_logs.after(batch.timestamps)  # the capture's clock: every worker flushes alike
             truncated = bool(reader.truncated)
     for name, writer in writers.items():
         writer.close()
-        parts = tap_rows[name]
-        np.save(os.path.join(job.folder, f"rows-{name}-{me}.npy"),
-                np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
-        np.save(os.path.join(job.folder, f"sizes-{name}-{me}.npy"), np.array(tap_sizes[name], dtype=np.int64))
+        tap_rows[name].close()
+        tap_sizes[name].close()
     if drops is not None:
         drops.close()
     summary = engine.summary()
     if summary["packets"] != mine:
         raise AssertionError(f"worker {me}: processed {mine} packets, engine counted {summary['packets']}")
     flow = None
-    if cfg.flow_logs_path:
-        fields = tuple(engine.flow_log_fields)
-        # formatted here, in parallel; the parent orders them by (window, start second, worker, arrival)
-        records = engine.flow_logs(flush=True)
-        flow = {"fields": fields, "records": [(r.window, r.start, me, k, line) for k, (r, line)
-                                              in enumerate(zip(records, format_records(records, fields)))]}
+    if flow_logs is not None:
+        flow_logs.finish()
+        keyed.close()
+        flow = {"fields": tuple(engine.flow_log_fields)}
     return {"worker": me, "summary": summary, "packets_total": index, "truncated": truncated,
             "warnings": [str(w.message) for w in caught], "flow": flow,
             "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started}
+
+
+class _KeyedFlowLogs:
+    """A worker's flow-log records as they are flushed, formatted here (in parallel) and written
+    to its file behind the key the parent merges the workers' files on: (window, start second,
+    worker, arrival)."""
+
+    def __init__(self, folder: str, worker: int, fields):
+        self.fields = tuple(fields)
+        self.arrived = 0
+        self.fh = open(_flow_part(folder, worker), "w")
+
+    def write(self, records) -> None:
+        lines = format_records(records, self.fields)
+        keys = [(r.window, r.start, self.arrived + i) for i, r in enumerate(records)]
+        self.arrived += len(records)
+        self.fh.writelines(f"{w}\t{s}\t{k}\t{line}\n" for (w, s, k), line in sorted(zip(keys, lines)))
+
+    def close(self) -> None:
+        self.fh.close()
 
 
 def _child(job: _Job, conn) -> None:
@@ -366,6 +390,17 @@ def _tap_part(folder: str, name: str, worker: int, final_path: str) -> str:
     """A worker's file for one tap, in the final file's format (the name's extension decides)."""
     ext = ".pcapng" if str(final_path).lower().endswith(".pcapng") else ".pcap"
     return os.path.join(folder, f"tap-{name}-{worker}{ext}")
+
+
+def _flow_part(folder: str, worker: int) -> str:
+    return os.path.join(folder, f"flows-{worker}.txt")
+
+
+def _flow_lines(path: str, worker: int) -> Iterator[tuple[tuple, str]]:
+    with open(path) as fh:
+        for line in fh:
+            window, start, arrived, text = line.rstrip("\n").split("\t", 3)
+            yield (int(window), int(start), worker, int(arrived)), text
 
 
 def _walk_records(data, pcapng: bool) -> tuple[int, np.ndarray]:
@@ -398,46 +433,75 @@ def _file_header_length(data, pcapng: bool) -> int:
     return pos
 
 
-def _merge_tap(folder: str, name: str, path: str, workers: int, chunk: int = 1 << 16) -> None:
+def _int64s(path: str) -> np.ndarray:
+    """A worker's int64 file as a read-only array mapped from disk (not read into memory)."""
+    if os.path.getsize(path) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.memmap(path, dtype=np.int64, mode="r")
+
+
+#: Capture packets per step of a tap merge (what the merge holds in memory at once).
+MERGE_CHUNK = 1 << 16
+
+
+def _merge_tap(folder: str, name: str, path: str, workers: int, chunk: Optional[int] = None) -> None:
     """The workers' records of one tap, in capture order, behind the first worker's file header.
-    Records are copied as bytes (a numpy gather), never decoded or encoded again."""
+    Records are copied as bytes, never decoded or encoded again, ``chunk`` capture packets at a
+    time from the workers' files mapped in memory: the merge holds one chunk, whatever the
+    capture's size."""
     pcapng = str(path).lower().endswith(".pcapng")
-    blobs, rows, starts, sizes = [], [], [], []
-    base = 0
-    head = b""
-    for k in range(workers):
-        with open(_tap_part(folder, name, k, path), "rb") as fh:
-            data = fh.read()
-        header = _file_header_length(data, pcapng)
-        size = np.load(os.path.join(folder, f"sizes-{name}-{k}.npy"))
-        if header + int(size.sum()) != len(data):
-            header, size = _walk_records(data, pcapng)
-        index = np.load(os.path.join(folder, f"rows-{name}-{k}.npy"))
-        if len(index) != len(size):
-            raise AssertionError(f"tap {name}, worker {k}: {len(size)} records for {len(index)} packets")
-        if k == 0:
-            head = data[:header]
-        start = np.zeros(len(size), dtype=np.int64)
-        np.cumsum(size[:-1], out=start[1:])
-        blobs.append(data[header:])
-        starts.append(start + base)
-        sizes.append(size)
-        rows.append(index)
-        base += len(data) - header
-    every = b"".join(blobs)
-    order = np.argsort(np.concatenate(rows), kind="stable")  # one packet's records stay in one worker's order
-    start = np.concatenate(starts)[order]
-    end = start + np.concatenate(sizes)[order]
-    if len(start):  # records that follow each other in one worker's file are copied as one run
-        new_run = np.ones(len(start), dtype=bool)
-        new_run[1:] = start[1:] != end[:-1]
-        first = np.flatnonzero(new_run)
-        last = np.append(first[1:], len(start)) - 1
-        start, end = start[first], end[last]
-    with open(path, "wb") as out:
-        out.write(head)
-        for lo in range(0, len(start), chunk):
-            out.write(b"".join([every[a:b] for a, b in zip(start[lo:lo + chunk].tolist(), end[lo:lo + chunk].tolist())]))
+    chunk = chunk or MERGE_CHUNK
+    with contextlib.ExitStack() as stack:
+        maps, rows, sizes, offsets = [], [], [], []
+        for k in range(workers):
+            fh = stack.enter_context(open(_tap_part(folder, name, k, path), "rb"))
+            data = stack.enter_context(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+            header = _file_header_length(data, pcapng)
+            size = _int64s(os.path.join(folder, f"sizes-{name}-{k}.bin"))
+            if header + int(size.sum()) != len(data):
+                header, size = _walk_records(data, pcapng)
+            index = _int64s(os.path.join(folder, f"rows-{name}-{k}.bin"))
+            if len(index) != len(size):
+                raise AssertionError(f"tap {name}, worker {k}: {len(size)} records for {len(index)} packets")
+            if k == 0:
+                head = data[:header]
+            maps.append(data)
+            rows.append(index)
+            sizes.append(size)
+            offsets.append(header)
+        done = [0] * workers  # records of each worker copied so far
+        last = max((int(r[-1]) for r in rows if len(r)), default=-1)
+        with open(path, "wb") as out:
+            out.write(head)
+            for lo in range(0, last + 1, chunk):
+                part_rows, part_start, part_size, part_worker = [], [], [], []
+                for k in range(workers):
+                    a, b = done[k], int(np.searchsorted(rows[k], lo + chunk, side="left"))
+                    if b == a:
+                        continue
+                    size = np.asarray(sizes[k][a:b], dtype=np.int64)
+                    start = np.empty(b - a, dtype=np.int64)
+                    start[0] = offsets[k]
+                    np.cumsum(size[:-1], out=start[1:])
+                    start[1:] += offsets[k]
+                    part_rows.append(np.asarray(rows[k][a:b]))
+                    part_start.append(start)
+                    part_size.append(size)
+                    part_worker.append(np.full(b - a, k, dtype=np.int64))
+                    done[k], offsets[k] = b, offsets[k] + int(size.sum())
+                if not part_rows:
+                    continue
+                order = np.argsort(np.concatenate(part_rows), kind="stable")  # a packet's records: one worker's order
+                start = np.concatenate(part_start)[order]
+                end = start + np.concatenate(part_size)[order]
+                worker = np.concatenate(part_worker)[order]
+                # records that follow each other in one worker's file are copied as one run
+                new_run = np.ones(len(start), dtype=bool)
+                new_run[1:] = (start[1:] != end[:-1]) | (worker[1:] != worker[:-1])
+                first = np.flatnonzero(new_run)
+                final = np.append(first[1:], len(start)) - 1
+                out.write(b"".join([maps[k][a:b] for k, a, b in zip(worker[first].tolist(), start[first].tolist(),
+                                                                    end[final].tolist())]))
 
 
 def _drop_lines(path: str) -> Iterator[tuple[int, str]]:
@@ -610,9 +674,14 @@ def _merge_outputs(config: ReplayConfig, results: list[dict], folder: str, worke
     if summary["packets"] != total:
         raise AssertionError(f"accounting error: read {total} packets, the workers counted {summary['packets']}")
     if config.flow_logs_path:
-        records = [entry for r in results for entry in r["flow"]["records"]]
-        records.sort(key=lambda e: e[:4])  # the workers format their records (the costly part) in parallel
-        write_flow_log_lines([e[4] for e in records], config.flow_logs_path, results[0]["flow"]["fields"])
+        streams = [_flow_lines(_flow_part(folder, k), k) for k in range(workers)]
+        with FlowLogWriter(config.flow_logs_path, results[0]["flow"]["fields"]) as writer:
+            merged = heapq.merge(*streams, key=lambda entry: entry[0])
+            while True:
+                lines = [text for _, text in itertools.islice(merged, 1 << 16)]
+                if not lines:
+                    break
+                writer.write_lines(lines)
     if config.summary_path:
         with open(config.summary_path, "w") as fh:
             json.dump(summary, fh, indent=2)

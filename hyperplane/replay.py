@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -113,6 +114,12 @@ def run_replay(cfg: ReplayConfig) -> dict:
         drops = stack.enter_context(open(cfg.drops_path, "w")) if cfg.drops_path else None
         progress = stack.enter_context(_Progress(cfg.capture)) if cfg.progress else None
         freeze_survivors = stack.enter_context(survivors_frozen())
+        flow_logs = None
+        if cfg.flow_logs_path:
+            from hyperplane.flowlogs import FlowLogWriter
+
+            writer = stack.enter_context(FlowLogWriter(cfg.flow_logs_path, engine.flow_log_fields))
+            flow_logs = _FlowLogStream(engine, writer.write)
         index = 0
         for batch in reader:
             n = len(batch.offsets)
@@ -125,15 +132,15 @@ def run_replay(cfg: ReplayConfig) -> dict:
             if drops is not None and res.reasons.any():
                 drops.writelines(json.dumps(record) + "\n" for record in res.drop_records(index))
             index += n
+            if flow_logs is not None and n:
+                flow_logs.after(batch.timestamps)
             freeze_survivors()
             if progress is not None:
                 progress.advance(n, reader)
         summary = engine.summary()
         summary["capture_truncated"] = bool(reader.truncated)
-        if cfg.flow_logs_path:
-            from hyperplane.flowlogs import write_flow_logs
-
-            write_flow_logs(engine.flow_logs(flush=True), cfg.flow_logs_path, engine.flow_log_fields)
+        if flow_logs is not None:
+            flow_logs.finish()
     if summary["packets"] != index:
         raise AssertionError(f"accounting error: read {index} packets, engine counted {summary['packets']}")
     if cfg.summary_path:
@@ -141,6 +148,35 @@ def run_replay(cfg: ReplayConfig) -> dict:
             json.dump(summary, fh, indent=2)
             fh.write("\n")
     return summary
+
+
+class _FlowLogStream:
+    """The flow-log file of a replay, written as the capture's clock moves on: a window's records
+    are written once the clock (the latest packet timestamp so far) is one interval past the
+    window's end, so memory holds the records of two windows at most, whatever the capture's
+    length. The extra interval keeps a capture whose timestamps step back a little (packets
+    captured on several queues) from splitting a record in two; a packet timestamped in a window
+    already written gets a record of its own, written later. For a capture in time order the
+    file is what one flush at the end writes: records by window, then by first packet."""
+
+    def __init__(self, engine, write):
+        self.engine = engine
+        self.write = write  # takes a list of records
+        self.interval = int(engine.options.flow_log_interval)
+        self.clock = float("-inf")
+        self.written_below = None  # windows before this index are written
+
+    def after(self, timestamps) -> None:
+        """After a batch with these packet timestamps: write the windows that are over."""
+        self.clock = max(self.clock, float(np.max(timestamps)))
+        before = self.clock - self.interval
+        below = math.floor(before / self.interval)
+        if self.written_below is None or below > self.written_below:
+            self.written_below = below
+            self.write(self.engine.flow_logs(flush=True, before=before))
+
+    def finish(self) -> None:
+        self.write(self.engine.flow_logs(flush=True))
 
 
 class _Progress:

@@ -1242,9 +1242,9 @@ class Dataplane:
             "nat_gateways": nat_gateways,
         }
 
-    def flow_logs(self, flush: bool = True):
+    def flow_logs(self, flush: bool = True, before: Optional[float] = None):
         if flush:
-            return self.flowlog.flush()
+            return self.flowlog.flush(before)
         return sorted(self.flowlog._records.values(), key=lambda r: r.window)
 
     def connections(self) -> list:

@@ -156,6 +156,24 @@ def test_demo_two_workers_same_verdicts_as_one(tmp_path):
     assert strip(one["flows"]) == strip(two["flows"])
 
 
+def test_the_tap_merge_in_small_steps_writes_the_same_files(tmp_path, monkeypatch):
+    """The parent merges the workers' taps a chunk of capture packets at a time (its memory does
+    not grow with the capture): chunks of 5 packets give the files one chunk gives, byte for byte."""
+    import hyperplane.parallel as parallel
+
+    with open(os.path.join(DEMO, "demo.yaml")) as fh:
+        manifest = yaml.safe_load(fh)
+    model = load_vpc(os.path.join(DEMO, "vpc"))
+    sandboxes = [Sandbox.parse(spec) for spec in manifest["sandboxes"]]
+    capture = os.path.join(DEMO, manifest["capture"])
+    whole = _replay(tmp_path, "whole", 2, capture, model, sandboxes)
+    monkeypatch.setattr(parallel, "MERGE_CHUNK", 5)
+    steps = _replay(tmp_path, "steps", 2, capture, model, sandboxes)
+    assert whole["lambda"] == steps["lambda"] and len(whole["lambda"]) > 24
+    assert (tmp_path / "whole-2" / "eni.pcapng").read_bytes() == (tmp_path / "steps-2" / "eni.pcapng").read_bytes()
+    assert whole["flows"] == steps["flows"] and whole["drops"] == steps["drops"]
+
+
 def _client_address(path: str):
     """The source address of the capture's first IP packet: the 'sandbox' of the replay."""
     from hyperplane.io import open_capture
