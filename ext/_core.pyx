@@ -5,6 +5,7 @@ One extension module built from included pieces (one file per concern):
   parse.pxi  packet parser (link layers, IPv4/IPv6, TCP/UDP) over C structs
   csum.pxi   RFC 1071 checksums and RFC 1624 incremental updates
   lpm.pxi    longest-prefix-match tables (route lookups)
+  flowlog.pxi flow-log records (the core backend's store)
 """
 include "csum.pxi"
 include "parse.pxi"
@@ -13,3 +14,4 @@ include "flow.pxi"
 include "scan.pxi"
 include "policy.pxi"
 include "ports.pxi"
+include "flowlog.pxi"

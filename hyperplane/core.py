@@ -4,7 +4,9 @@ VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the referen
 
 - **Slow path**: :class:`hyperplane.reference.dataplane.Dataplane`, unchanged but for the parts
   swapped for their C twins, which give the same results (proven by their tests): the port
-  pools (``_core.PortPool`` / ``NatPortPool``) and the packet parser (``_core.parse``). It handles every
+  pools (``_core.PortPool`` / ``NatPortPool``), the packet parser (``_core.parse``) and the
+  flow-log record store (``_core.FlowLogTable``, ``ext/hp_flowlog.h``: a record is an int id,
+  ~80 bytes; FlowRecord objects are made only when records are read). It handles every
   packet the fast path cannot: new connections, unsolicited packets, malformed ones, drops,
   IPv6 (always: the C table keys IPv4 5-tuples only), fragments, NAT idle timeouts, TCP reopens,
   packets of a connection whose own timer ran out.
@@ -38,7 +40,8 @@ VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the referen
   entry (``ConnTable.listener``).
 
 Memory: the C side costs 80 bytes per entry plus 8-byte index slots (at most 3 per connection,
-at most 3/4 full), grown by doubling; the Python side keeps the reference's ``Conn`` objects.
+at most 3/4 full), grown by doubling, and 80 bytes per flow-log record plus 4-byte index slots
+(at most half full); the Python side keeps the reference's ``Conn`` objects.
 ``core_stats()`` reports both tables' sizes and why the fast loop stopped.
 """
 from __future__ import annotations
@@ -53,7 +56,7 @@ from hyperplane import _core, tcpstate
 from hyperplane import packet as pk
 from hyperplane.codes import DropReason, Verdict
 from hyperplane.engine import TAPS, BatchResult, Result, gc_paused
-from hyperplane.flowlogs import AWS_TCP_FLAGS, FlowLogAggregator
+from hyperplane.flowlogs import AWS_TCP_FLAGS, EXTRA_FIELDS, V2_FIELDS, FlowLogAggregator, format_records
 from hyperplane.limits import Timeout
 from hyperplane.reference.conntrack import ORIGINAL, PROTO_TCP, PROTO_UDP, REPLY
 from hyperplane.reference.dataplane import K_OUT, K_REPLY, K_VPC, Dataplane
@@ -77,27 +80,51 @@ def _kind_flags(eni: bool, internet: bool, path) -> int:
             | (_core.FLOW_K_NATRW if path.nat_fwd is not None else 0))
 
 
-class _RecordingAggregator(FlowLogAggregator):
-    """The slow path's flow-log aggregator, noting the records each packet adds to, so the fast
+class _CoreFlowLog(FlowLogAggregator):
+    """The slow path's flow-log aggregator in the core backend: the records live in C
+    (``_core.FlowLogTable``: ~80 bytes a record, an int id for each; FlowRecord objects are made
+    only for ``flush`` / ``pending``), and it notes the records each packet adds to, so the fast
     path can count later packets of the same connection into the same records."""
 
-    __slots__ = ("calls",)
+    __slots__ = ("table", "calls")
 
     def __init__(self, interval, account_id, fields):
         super().__init__(interval, account_id, fields)
+        self.table = _core.FlowLogTable(self.interval, AWS_TCP_FLAGS, EXTRA_FIELDS)
         self.calls = None
 
+    def __len__(self) -> int:
+        return len(self.table)
+
     def add(self, eni_id, src, dst, sport, dport, proto, nbytes, ts, action, tcp_flags=0, **extra):
-        record = super().add(eni_id, src, dst, sport, dport, proto, nbytes, ts, action, tcp_flags, **extra)
-        if self.calls is not None:
-            self.calls.append(((record,), nbytes, ts, tcp_flags))
-        return record
+        return self.add_all(((eni_id, src, dst, sport, dport, action, extra or None),), proto, nbytes, ts, tcp_flags)[0]
 
     def add_all(self, logs, proto, nbytes, ts, tcp_flags=0):
-        records = super().add_all(logs, proto, nbytes, ts, tcp_flags)
+        records = self.table.add_all(logs, proto, nbytes, ts, tcp_flags)
         if self.calls is not None:
             self.calls.append((records, nbytes, ts, tcp_flags))
         return records
+
+    def record_all(self, logs, proto, ts):
+        return self.table.record_all(logs, proto, ts)
+
+    def flush(self, before=None):
+        return self.table.flush(before).records(self.account_id)
+
+    def pending(self):
+        return self.table.flush(keep=True).records(self.account_id)
+
+    def flush_lines(self, before=None):
+        rows = self.table.flush(before)
+        if self.fields == V2_FIELDS:
+            lines = rows.lines_v2(self.account_id)
+        else:
+            lines = format_records(rows.records(self.account_id), self.fields)
+        return lines, rows.windows, rows.starts
+
+    def __deepcopy__(self, memo):
+        # explain's throwaway copy of the slow path: its records are never read
+        return FlowLogAggregator(self.interval, self.account_id, self.fields)
 
 
 class _Listener:
@@ -205,7 +232,7 @@ class CoreEngine:
         dp = self.dp = Dataplane(model, sandboxes, options, port_pool=_core.PortPool, nat_port_pool=_core.NatPortPool,
                                  parse=_parse)
         old = dp.flowlog
-        dp.flowlog = _RecordingAggregator(old.interval, old.account_id, old.fields)
+        dp.flowlog = _CoreFlowLog(old.interval, old.account_id, old.fields)
         dp.table.listener = _Listener(self)
         timeouts = {Timeout(k): float(v) for k, v in options.timeouts.items()}
         tcp_timeouts = [0.0 if key is None else timeouts[key] for key in tcpstate.TIMEOUT_KEYS]
@@ -249,7 +276,7 @@ class CoreEngine:
             self._first_packets(events)
         if ft.dirty:
             conn_of, records, interval = self._conn_of, self._records, self.interval
-            reschedule = self.dp.table.reschedule
+            reschedule, count = self.dp.table.reschedule, self.dp.flowlog.table.count
             for (idx, state, expires, last_seen, po, pr, bo, br, fo, fr, ao, ar, eo, er, window, exchanges,
                  last_reply, owner) in ft.fold():
                 conn = conn_of[idx]
@@ -264,13 +291,13 @@ class CoreEngine:
                     conn.packets_orig += po
                     conn.bytes_orig += bo
                     conn.flags_orig |= fo
-                    _count(recs[_KIND_OUT], po, bo, base + eo, ao)
+                    count(recs[_KIND_OUT], po, bo, base + eo, ao)
                 if pr:
                     conn.packets_reply += pr
                     conn.bytes_reply += br
                     conn.flags_reply |= fr
                     conn.replied = True
-                    _count(recs[owner], pr, br, base + er, ar)
+                    count(recs[owner], pr, br, base + er, ar)
                 if conn.proto == PROTO_UDP:
                     conn.exchanges += exchanges
                     conn._last_dir = REPLY if last_reply else ORIGINAL
@@ -386,15 +413,10 @@ class CoreEngine:
             key = (r_ip, r_port, e_ip, e_port)
         if key != (p.src, p.sport, p.dst, p.dport):
             return
-        second = int(ts // 1)
-        window = second // self.interval
-        start = window * self.interval
-        for recs, nbytes, t, flags in calls:
+        window = int(ts // 1) // self.interval
+        for recs, nbytes, t, flags in calls:  # records made for this packet's time: in its window
             if nbytes != p.ip_len or t != ts or flags != p.tcp_flags:
                 return
-            for record in recs:
-                if record.window != start:
-                    return
         taps = result.taps
         if "lambda" not in taps or not taps.keys() <= _TAP_INDEX.keys():
             return
@@ -553,13 +575,25 @@ class CoreEngine:
     def flow_logs(self, flush: bool = True, before=None):
         self._catch_up()
         records = self.dp.flow_logs(flush, before)
-        if flush and before is None:
-            self.ft.forget_all()  # the records the entries count into are gone
+        if flush:
+            self._flushed(before, len(records))
+        return records
+
+    def flow_log_lines(self, before=None):
+        self._catch_up()
+        out = self.dp.flow_log_lines(before)
+        self._flushed(before, len(out[0]))
+        return out
+
+    def _flushed(self, before, count: int) -> None:
+        """Records were flushed: the entries counting into them un-learn (their next packet
+        takes the slow path and re-learns with new records)."""
+        if before is None:
+            self.ft.forget_all()
             self._ahead.clear()
-        elif flush and records:  # the entries counting into the flushed windows' records
+        elif count:  # the entries of the flushed windows
             for idx in self.ft.forget_windows(min(int(before // self.interval), 0xFFFFFFFF)):  # C windows: uint32
                 self._ahead.pop(idx, None)
-        return records
 
     def connections(self) -> list:
         self._catch_up()
@@ -579,15 +613,6 @@ class CoreEngine:
             "slot_bytes": _core.FLOW_SLOT_BYTES, "rehashes": ft.rehashes, "learned": self.learned,
             "stops": ft.stops(),
         }
-
-
-def _count(records, packets: int, nbytes: int, end: int, aws_flags: int) -> None:
-    for record in records:
-        record.packets += packets
-        record.bytes += nbytes
-        if end > record.end:
-            record.end = end
-        record.tcp_flags |= aws_flags
 
 
 _HEAD_BYTES = 64  # tap bytes reserved per packet and tap (a fast-path packet stores its headers only)

@@ -33,7 +33,6 @@ import math
 import os
 import socket
 import time
-import types
 from typing import Iterable, Sequence
 
 from hyperplane import limits
@@ -116,9 +115,6 @@ def _address_text(address, ipv6: bool) -> str:
     return socket.inet_ntop(socket.AF_INET, address.to_bytes(4, "big"))
 
 
-_NO_EXTRA = types.MappingProxyType({})  # the extra fields of a record without any (shared, read only: 64 B a record less)
-
-
 class FlowRecord:
     """One flow-log record (one line)."""
 
@@ -143,7 +139,7 @@ class FlowRecord:
         self.action = action
         self.log_status = "OK"
         self.tcp_flags = 0
-        self.extra = extra or _NO_EXTRA
+        self.extra = extra or {}
         self.window = window
 
     def value(self, field: str, version: int = 2) -> str:
@@ -286,6 +282,17 @@ class FlowLogAggregator:
         records = [r for _, r in done]
         records.sort(key=_window_of)  # stable: arrival order within a window
         return records
+
+
+    def pending(self) -> list[FlowRecord]:
+        """The records not flushed yet, in flush order (they stay)."""
+        return sorted(self._records.values(), key=_window_of)
+
+    def flush_lines(self, before: float | None = None) -> tuple[list[str], list[int], list[int]]:
+        """:meth:`flush`, as the lines of this aggregator's format with each record's window and
+        start (what a writer needs; the core backend's aggregator makes them without records)."""
+        records = self.flush(before)
+        return format_records(records, self.fields), [r.window for r in records], [r.start for r in records]
 
 
 def _window_of(record: FlowRecord) -> int:

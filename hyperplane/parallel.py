@@ -67,7 +67,7 @@ import numpy as np
 
 from hyperplane import limits
 from hyperplane.engine import gc_paused
-from hyperplane.flowlogs import FlowLogWriter, format_records
+from hyperplane.flowlogs import FlowLogWriter
 from hyperplane.replay import EMITTED_COMMENT, ReplayConfig, run_replay
 
 __all__ = ["run_parallel_replay", "Sharder", "port_slices", "shares", "merge_summaries"]
@@ -295,7 +295,7 @@ def _run_worker(job: _Job) -> dict:
     tap_rows = {name: open(os.path.join(job.folder, f"rows-{name}-{me}.bin"), "wb") for name in cfg.taps}
     tap_sizes = {name: open(os.path.join(job.folder, f"sizes-{name}-{me}.bin"), "wb") for name in cfg.taps}
     drops = open(os.path.join(job.folder, f"drops-{me}.txt"), "w") if cfg.drops_path else None
-    keyed = _KeyedFlowLogs(job.folder, me, engine.flow_log_fields) if cfg.flow_logs_path else None
+    keyed = _KeyedFlowLogs(job.folder, me) if cfg.flow_logs_path else None
     flow_logs = _FlowLogStream(engine, keyed.write) if keyed is not None else None
     index = mine = 0
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -354,15 +354,13 @@ class _KeyedFlowLogs:
     to its file behind the key the parent merges the workers' files on: (window, start second,
     worker, arrival)."""
 
-    def __init__(self, folder: str, worker: int, fields):
-        self.fields = tuple(fields)
+    def __init__(self, folder: str, worker: int):
         self.arrived = 0
         self.fh = open(_flow_part(folder, worker), "w")
 
-    def write(self, records) -> None:
-        lines = format_records(records, self.fields)
-        keys = [(r.window, r.start, self.arrived + i) for i, r in enumerate(records)]
-        self.arrived += len(records)
+    def write(self, lines, windows, starts) -> None:
+        keys = [(w, s, self.arrived + i) for i, (w, s) in enumerate(zip(windows, starts))]
+        self.arrived += len(keys)
         self.fh.writelines(f"{w}\t{s}\t{k}\t{line}\n" for (w, s, k), line in sorted(zip(keys, lines)))
 
     def close(self) -> None:

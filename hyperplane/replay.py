@@ -118,8 +118,8 @@ def run_replay(cfg: ReplayConfig) -> dict:
         if cfg.flow_logs_path:
             from hyperplane.flowlogs import FlowLogWriter
 
-            writer = stack.enter_context(FlowLogWriter(cfg.flow_logs_path, engine.flow_log_fields))
-            flow_logs = _FlowLogStream(engine, writer.write)
+            flow_writer = stack.enter_context(FlowLogWriter(cfg.flow_logs_path, engine.flow_log_fields))
+            flow_logs = _FlowLogStream(engine, lambda lines, windows, starts: flow_writer.write_lines(lines))
         index = 0
         for batch in reader:
             n = len(batch.offsets)
@@ -161,7 +161,7 @@ class _FlowLogStream:
 
     def __init__(self, engine, write):
         self.engine = engine
-        self.write = write  # takes a list of records
+        self.write = write  # takes the lines, windows and starts of flushed records
         self.interval = int(engine.options.flow_log_interval)
         self.clock = float("-inf")
         self.written_below = None  # windows before this index are written
@@ -173,10 +173,10 @@ class _FlowLogStream:
         below = math.floor(before / self.interval)
         if self.written_below is None or below > self.written_below:
             self.written_below = below
-            self.write(self.engine.flow_logs(flush=True, before=before))
+            self.write(*self.engine.flow_log_lines(before))
 
     def finish(self) -> None:
-        self.write(self.engine.flow_logs(flush=True))
+        self.write(*self.engine.flow_log_lines())
 
 
 class _Progress:

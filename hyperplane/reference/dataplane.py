@@ -1245,7 +1245,10 @@ class Dataplane:
     def flow_logs(self, flush: bool = True, before: Optional[float] = None):
         if flush:
             return self.flowlog.flush(before)
-        return sorted(self.flowlog._records.values(), key=lambda r: r.window)
+        return self.flowlog.pending()
+
+    def flow_log_lines(self, before: Optional[float] = None):
+        return self.flowlog.flush_lines(before)
 
     def connections(self) -> list:
         return list(self.table)

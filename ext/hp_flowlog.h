@@ -1,0 +1,214 @@
+/* Flow-log records in C: the core backend's store of VPC Flow Log records (the compiled twin of
+ * the record dict of hyperplane/flowlogs.py FlowLogAggregator).
+ *
+ * A record is one (interface, source, destination, source port, destination port, protocol,
+ * action, window) with its counters. Interface, addresses and extra fields are small integer ids
+ * the Python side interns (flowlog.pxi); the window is the window's start in seconds.
+ *
+ * Records live in one array (`recs`); a record's index is its id, stable for its life (the core's
+ * connection entries hold the ids of the records they count into). Flushed records leave free
+ * slots, reused by later records (a free list through `next_free`). `index` is an open-addressing
+ * hash table (linear probing, at most half full) of id + 1 (0: empty), rebuilt after a flush
+ * removed records and when it grows. `seq` numbers records in creation order: a flush returns
+ * its records by window, then by creation, as the Python aggregator does.
+ */
+#ifndef HP_FLOWLOG_H
+#define HP_FLOWLOG_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int64_t window;    /* window start, Unix seconds */
+    int64_t start;     /* seconds of the first and last packet */
+    int64_t end;
+    uint64_t packets;
+    uint64_t bytes;
+    uint64_t seq;      /* creation order */
+    uint32_t iface;    /* interned ids */
+    uint32_t src;
+    uint32_t dst;
+    uint32_t extra;    /* 0: no extra fields */
+    uint16_t sport;
+    uint16_t dport;
+    uint8_t proto;
+    uint8_t action;    /* 0 ACCEPT, 1 REJECT */
+    uint8_t flags;     /* tcp-flags (AWS's bits) */
+    uint8_t live;      /* bit 0: live; bit 1: int addresses written as IPv6 (the first packet's "type") */
+    uint32_t next_free;
+} hp_rec;
+
+typedef struct {
+    hp_rec *recs;
+    uint32_t top;       /* slots ever used */
+    uint32_t cap;       /* slots allocated */
+    uint32_t live;      /* live records */
+    uint32_t free_head; /* first free slot + 1, 0: none */
+    uint32_t *index;
+    uint32_t icap;      /* power of two */
+    uint64_t seq;
+} hp_fl;
+
+static inline uint64_t hp_fl_mix(uint64_t x) {
+    x ^= x >> 30; x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 27; x *= 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+static inline uint64_t hp_fl_hash(const hp_rec *r) {
+    uint64_t h = hp_fl_mix(((uint64_t)r->iface << 32) ^ r->src);
+    h = hp_fl_mix(h ^ (((uint64_t)r->dst << 32) | ((uint64_t)r->sport << 16) | r->dport));
+    h = hp_fl_mix(h ^ ((uint64_t)r->window * 4 + r->action) ^ ((uint64_t)r->proto << 56));
+    return h;
+}
+
+static inline int hp_fl_same(const hp_rec *a, const hp_rec *b) {
+    return a->iface == b->iface && a->src == b->src && a->dst == b->dst && a->sport == b->sport &&
+           a->dport == b->dport && a->proto == b->proto && a->action == b->action && a->window == b->window;
+}
+
+static int hp_fl_init(hp_fl *t) {
+    memset(t, 0, sizeof *t);
+    t->icap = 1024;
+    t->index = (uint32_t *)calloc(t->icap, sizeof(uint32_t));
+    return t->index ? 0 : -1;
+}
+
+static void hp_fl_free(hp_fl *t) {
+    free(t->recs);
+    free(t->index);
+    memset(t, 0, sizeof *t);
+}
+
+static void hp_fl_place(hp_fl *t, uint32_t id) {
+    uint32_t mask = t->icap - 1, s = (uint32_t)hp_fl_hash(&t->recs[id]) & mask;
+    while (t->index[s]) s = (s + 1) & mask;
+    t->index[s] = id + 1;
+}
+
+/* Rebuild the index at capacity `icap` (a power of two above twice the live records). */
+static int hp_fl_reindex(hp_fl *t, uint32_t icap) {
+    uint32_t *index = (uint32_t *)calloc(icap, sizeof(uint32_t));
+    uint32_t i;
+    if (!index) return -1;
+    free(t->index);
+    t->index = index;
+    t->icap = icap;
+    for (i = 0; i < t->top; i++)
+        if (t->recs[i].live) hp_fl_place(t, i);
+    return 0;
+}
+
+/* The id of the record with `key`'s key fields, or -1. */
+static int64_t hp_fl_find(const hp_fl *t, const hp_rec *key) {
+    uint32_t mask = t->icap - 1, s = (uint32_t)hp_fl_hash(key) & mask, ref;
+    while ((ref = t->index[s]) != 0) {
+        if (hp_fl_same(&t->recs[ref - 1], key)) return (int64_t)ref - 1;
+        s = (s + 1) & mask;
+    }
+    return -1;
+}
+
+/* The record a packet at `second` goes into: found (its time span stretched to `second`) or
+ * made (`key`'s key fields and extra, no packets yet). Returns its id, -1 when out of memory. */
+static int64_t hp_fl_get(hp_fl *t, const hp_rec *key, int64_t second) {
+    int64_t found = hp_fl_find(t, key);
+    uint32_t id;
+    hp_rec *r;
+    if (found >= 0) {
+        r = &t->recs[found];
+        if (second > r->end) r->end = second;
+        else if (second < r->start) r->start = second;
+        return found;
+    }
+    if ((uint64_t)(t->live + 1) * 2 > t->icap) {
+        if (t->icap > 0x40000000u || hp_fl_reindex(t, t->icap * 2) != 0) return -1;
+    }
+    if (t->free_head) {
+        id = t->free_head - 1;
+        t->free_head = t->recs[id].next_free;
+    } else {
+        if (t->top == t->cap) {
+            uint32_t cap = t->cap ? t->cap * 2 : 1024;
+            hp_rec *recs;
+            if (t->cap >= 0x80000000u) return -1;
+            recs = (hp_rec *)realloc(t->recs, (size_t)cap * sizeof(hp_rec));
+            if (!recs) return -1;
+            t->recs = recs;
+            t->cap = cap;
+        }
+        id = t->top++;
+    }
+    r = &t->recs[id];
+    *r = *key;
+    r->start = r->end = second;
+    r->packets = r->bytes = 0;
+    r->flags = 0;
+    r->seq = t->seq++;
+    r->live = 1 | (key->live & 2);
+    r->next_free = 0;
+    t->live++;
+    hp_fl_place(t, id);
+    return id;
+}
+
+/* Count `packets` packets of `bytes` bytes, the last at second `end`, with tcp-flags bits
+ * `flags`, into record `id`. */
+static inline void hp_fl_count(hp_fl *t, uint32_t id, uint64_t packets, uint64_t bytes, int64_t end,
+                               uint8_t flags) {
+    hp_rec *r = &t->recs[id];
+    r->packets += packets;
+    r->bytes += bytes;
+    if (end > r->end) r->end = end;
+    r->flags |= flags;
+}
+
+static int hp_fl_cmp(const void *a, const void *b) {
+    const hp_rec *x = (const hp_rec *)a, *y = (const hp_rec *)b;
+    if (x->window != y->window) return x->window < y->window ? -1 : 1;
+    return x->seq < y->seq ? -1 : (x->seq > y->seq);
+}
+
+static void hp_fl_sort(hp_rec *recs, uint32_t n) {
+    qsort(recs, n, sizeof(hp_rec), hp_fl_cmp);
+}
+
+/* Remove the records whose window ended at or before `before` (all of them when `all`) and
+ * return them, by window then creation, in a malloc'd array of `*n` records (NULL when none or
+ * out of memory: `*n` is then 0 and -1 is returned for the latter). */
+static int hp_fl_flush(hp_fl *t, double before, int all, int64_t interval, hp_rec **out, uint32_t *n) {
+    uint32_t i, k = 0, count = 0;
+    hp_rec *got;
+    *out = NULL;
+    *n = 0;
+    for (i = 0; i < t->top; i++)
+        if (t->recs[i].live && (all || (double)(t->recs[i].window + interval) <= before)) count++;
+    if (!count) return 0;
+    got = (hp_rec *)malloc((size_t)count * sizeof(hp_rec));
+    if (!got) return -1;
+    for (i = 0; i < t->top; i++) {
+        hp_rec *r = &t->recs[i];
+        if (r->live && (all || (double)(r->window + interval) <= before)) {
+            got[k++] = *r;
+            r->live = 0;
+            r->next_free = t->free_head;
+            t->free_head = i + 1;
+        }
+    }
+    t->live -= count;
+    hp_fl_sort(got, count);
+    if (t->live == 0) {  /* start the slots over */
+        t->top = 0;
+        t->free_head = 0;
+    }
+    if (hp_fl_reindex(t, t->icap) != 0) {
+        free(got);
+        return -1;
+    }
+    *out = got;
+    *n = count;
+    return 0;
+}
+
+#endif
