@@ -211,4 +211,39 @@ static int hp_fl_flush(hp_fl *t, double before, int all, int64_t interval, hp_re
     return 0;
 }
 
+/* Decimal digits of v at p; returns the end. */
+static inline char *hp_fl_u64(char *p, uint64_t v) {
+    char tmp[20];
+    int n = 0;
+    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    while (n) *p++ = tmp[--n];
+    return p;
+}
+
+static inline char *hp_fl_i64(char *p, int64_t v) {
+    if (v < 0) { *p++ = '-'; return hp_fl_u64(p, (uint64_t)0 - (uint64_t)v); }
+    return hp_fl_u64(p, (uint64_t)v);
+}
+
+/* Record r in the default (version 2) format into buf: `prefix` ("2 account interface "), the
+ * address texts, then the numbers, action and "OK"; no newline. buf needs plen + slen + dlen +
+ * 120 bytes. Returns the length. */
+static size_t hp_fl_line_v2(char *buf, const char *prefix, size_t plen, const char *src, size_t slen,
+                            const char *dst, size_t dlen, const hp_rec *r) {
+    char *p = buf;
+    memcpy(p, prefix, plen); p += plen;
+    memcpy(p, src, slen); p += slen;
+    *p++ = ' ';
+    memcpy(p, dst, dlen); p += dlen;
+    *p++ = ' '; p = hp_fl_u64(p, r->sport);
+    *p++ = ' '; p = hp_fl_u64(p, r->dport);
+    *p++ = ' '; p = hp_fl_u64(p, r->proto);
+    *p++ = ' '; p = hp_fl_u64(p, r->packets);
+    *p++ = ' '; p = hp_fl_u64(p, r->bytes);
+    *p++ = ' '; p = hp_fl_i64(p, r->start);
+    *p++ = ' '; p = hp_fl_i64(p, r->end);
+    memcpy(p, r->action ? " REJECT OK" : " ACCEPT OK", 10); p += 10;
+    return (size_t)(p - buf);
+}
+
 #endif

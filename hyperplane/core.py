@@ -114,12 +114,14 @@ class _CoreFlowLog(FlowLogAggregator):
     def pending(self):
         return self.table.flush(keep=True).records(self.account_id)
 
-    def flush_lines(self, before=None):
+    def flush_lines(self, before=None, joined=False):
         rows = self.table.flush(before)
-        if self.fields == V2_FIELDS:
-            lines = rows.lines_v2(self.account_id)
+        if self.fields == V2_FIELDS:  # composed in C
+            lines = rows.bytes_v2(self.account_id) if joined else rows.lines_v2(self.account_id)
         else:
             lines = format_records(rows.records(self.account_id), self.fields)
+            if joined:
+                lines = "".join(line + "\n" for line in lines).encode()
         return lines, rows.windows, rows.starts
 
     def __deepcopy__(self, memo):
@@ -579,10 +581,10 @@ class CoreEngine:
             self._flushed(before, len(records))
         return records
 
-    def flow_log_lines(self, before=None):
+    def flow_log_lines(self, before=None, joined: bool = False):
         self._catch_up()
-        out = self.dp.flow_log_lines(before)
-        self._flushed(before, len(out[0]))
+        out = self.dp.flow_log_lines(before, joined)
+        self._flushed(before, len(out[1]))
         return out
 
     def _flushed(self, before, count: int) -> None:

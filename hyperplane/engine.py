@@ -501,11 +501,13 @@ class Engine:
             raise ValueError("flow_logs: 'before' needs flush=True")
         return self._impl.flow_logs(flush, before)
 
-    def flow_log_lines(self, before: Optional[float] = None) -> tuple[list[str], list[int], list[int]]:
-        """Flush the flow-log records (all, or those whose window ended by ``before``) as lines of
-        the engine's format, with each record's window and start second, in flush order: what a
-        file writer needs, without record objects (the replay writes its flow logs with it)."""
-        return self._impl.flow_log_lines(before)
+    def flow_log_lines(self, before: Optional[float] = None, joined: bool = False) -> tuple:
+        """Flush the flow-log records (all, or those whose window ended by ``before``) as
+        ``(lines, windows, starts)``: lines of the engine's format, each record's window and start
+        second, in flush order: what a file writer needs, without record objects (the replay
+        writes its flow logs with it). ``joined``: the lines as one bytes, each ending in a
+        newline (``FlowLogWriter.write_bytes``)."""
+        return self._impl.flow_log_lines(before, joined)
 
     def update_config(self, model) -> None:
         """Apply a changed configuration from the next packet on: SG changes keep tracked

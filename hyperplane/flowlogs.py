@@ -288,11 +288,15 @@ class FlowLogAggregator:
         """The records not flushed yet, in flush order (they stay)."""
         return sorted(self._records.values(), key=_window_of)
 
-    def flush_lines(self, before: float | None = None) -> tuple[list[str], list[int], list[int]]:
-        """:meth:`flush`, as the lines of this aggregator's format with each record's window and
-        start (what a writer needs; the core backend's aggregator makes them without records)."""
+    def flush_lines(self, before: float | None = None, joined: bool = False):
+        """:meth:`flush`, as ``(lines, windows, starts)``: the lines of this aggregator's format
+        with each record's window and start (what a writer needs; the core backend's aggregator
+        makes them without records). ``joined``: the lines as one bytes, each ending in a newline."""
         records = self.flush(before)
-        return format_records(records, self.fields), [r.window for r in records], [r.start for r in records]
+        lines = format_records(records, self.fields)
+        if joined:
+            lines = "".join(line + "\n" for line in lines).encode()
+        return lines, [r.window for r in records], [r.start for r in records]
 
 
 def _window_of(record: FlowRecord) -> int:
@@ -329,30 +333,45 @@ class FlowLogWriter:
     def __init__(self, path_or_file, fields: Sequence[str] = V2_FIELDS):
         self.fields = check_fields(fields)
         self.lines = 0
+        self._raw = self._bin = self._textfile = None
         if hasattr(path_or_file, "write"):
-            self._fh, self._own = path_or_file, False
+            self._textfile = path_or_file
         else:
             path = os.fspath(path_or_file)
-            raw = open(path, "wb")
-            binary = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if path.endswith(".gz") else raw
-            self._raw = raw
-            self._fh, self._own = io.TextIOWrapper(binary, encoding="utf-8", newline="\n"), True
-        self._fh.write(" ".join(self.fields) + "\n")
+            self._raw = open(path, "wb")
+            self._bin = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0) if path.endswith(".gz") \
+                else self._raw
+        self._put(" ".join(self.fields) + "\n")
+
+    def _put(self, text: str) -> None:
+        if self._bin is not None:
+            self._bin.write(text.encode())
+        else:
+            self._textfile.write(text)
 
     def write_lines(self, lines: Sequence[str]) -> None:
         """Lines of this writer's format (no newlines)."""
         if lines:
-            self._fh.write("\n".join(lines) + "\n")
+            self._put("\n".join(lines) + "\n")
             self.lines += len(lines)
+
+    def write_bytes(self, data: bytes) -> None:
+        """Lines of this writer's format already joined: UTF-8, each ending in a newline."""
+        if data:
+            if self._bin is not None:
+                self._bin.write(data)
+            else:
+                self._textfile.write(data.decode())
+            self.lines += data.count(b"\n")
 
     def write(self, records: Iterable[FlowRecord]) -> None:
         self.write_lines(format_records(records, self.fields))
 
     def close(self) -> None:
-        if self._own and self._fh is not None:
-            self._fh.close()  # closes the gzip stream, then the file
+        if self._bin is not None:
+            self._bin.close()  # a gzip stream writes its trailer
             self._raw.close()
-        self._fh = None
+        self._raw = self._bin = self._textfile = None
 
     def __enter__(self) -> "FlowLogWriter":
         return self

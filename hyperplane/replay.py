@@ -119,7 +119,7 @@ def run_replay(cfg: ReplayConfig) -> dict:
             from hyperplane.flowlogs import FlowLogWriter
 
             flow_writer = stack.enter_context(FlowLogWriter(cfg.flow_logs_path, engine.flow_log_fields))
-            flow_logs = _FlowLogStream(engine, lambda lines, windows, starts: flow_writer.write_lines(lines))
+            flow_logs = _FlowLogStream(engine, lambda data, windows, starts: flow_writer.write_bytes(data), joined=True)
         index = 0
         for batch in reader:
             n = len(batch.offsets)
@@ -159,9 +159,10 @@ class _FlowLogStream:
     already written gets a record of its own, written later. For a capture in time order the
     file is what one flush at the end writes: records by window, then by first packet."""
 
-    def __init__(self, engine, write):
+    def __init__(self, engine, write, joined: bool = False):
         self.engine = engine
-        self.write = write  # takes the lines, windows and starts of flushed records
+        self.write = write  # takes what Engine.flow_log_lines returns for flushed records
+        self.joined = joined
         self.interval = int(engine.options.flow_log_interval)
         self.clock = float("-inf")
         self.written_below = None  # windows before this index are written
@@ -173,10 +174,10 @@ class _FlowLogStream:
         below = math.floor(before / self.interval)
         if self.written_below is None or below > self.written_below:
             self.written_below = below
-            self.write(*self.engine.flow_log_lines(before))
+            self.write(*self.engine.flow_log_lines(before, self.joined))
 
     def finish(self) -> None:
-        self.write(*self.engine.flow_log_lines())
+        self.write(*self.engine.flow_log_lines(None, self.joined))
 
 
 class _Progress:

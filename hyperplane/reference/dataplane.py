@@ -1247,8 +1247,8 @@ class Dataplane:
             return self.flowlog.flush(before)
         return self.flowlog.pending()
 
-    def flow_log_lines(self, before: Optional[float] = None):
-        return self.flowlog.flush_lines(before)
+    def flow_log_lines(self, before: Optional[float] = None, joined: bool = False):
+        return self.flowlog.flush_lines(before, joined)
 
     def connections(self) -> list:
         return list(self.table)

@@ -3,6 +3,7 @@ the end gives, and the memory a replay holds does not grow with the capture's le
 from __future__ import annotations
 
 import functools
+import gzip
 import ipaddress
 import tracemalloc
 
@@ -57,6 +58,8 @@ def test_streamed_flow_logs_are_what_one_flush_at_the_end_gives(backend, tmp_pat
     assert len({int(line.split()[10]) // 60 for line in lines[1:]}) == 15  # records in every window
     records = read_flow_logs(tmp_path / "flows.log")
     assert sum(r["packets"] for r in records) == 2 * 3 * 900 * 4  # each packet on both ENIs
+    _replay(capture, tmp_path / "flows.log.gz", backend)  # the same, gzip-compressed as it goes
+    assert gzip.decompress((tmp_path / "flows.log.gz").read_bytes()) == (tmp_path / "flows.log").read_bytes()
 
 
 def test_a_replay_holds_the_open_windows_not_the_whole_capture(tmp_path, monkeypatch):
