@@ -45,7 +45,7 @@ VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the referen
 Memory: the C side costs 80 bytes per entry plus 8-byte index slots (at most 3 per connection,
 at most 3/4 full), grown by doubling, and 80 bytes per flow-log record plus 4-byte index slots
 (at most half full); the Python side keeps the reference's ``Conn`` objects.
-``core_stats()`` reports both tables' sizes and why the fast loop stopped.
+``core_stats()`` reports the tables' sizes and why the fast loop stopped.
 """
 from __future__ import annotations
 
@@ -609,13 +609,14 @@ class CoreEngine:
         self.ft.gen = self.dp.gen
 
     def core_stats(self) -> dict:
-        """Sizes of the C table and why the fast loop stopped since the last call."""
-        ft = self.ft
+        """Sizes of the C tables (connections, flow-log records) and why the fast loop stopped
+        since the last call."""
+        ft, records = self.ft, self.dp.flowlog.table
         return {
             "entries": len(ft), "keys": ft.keys, "slots": ft.slots, "capacity": ft.capacity,
             "memory_bytes": ft.memory_bytes, "entry_bytes": _core.FLOW_ENTRY_BYTES,
             "slot_bytes": _core.FLOW_SLOT_BYTES, "rehashes": ft.rehashes, "learned": self.learned,
-            "stops": ft.stops(),
+            "flow_log_records": len(records), "flow_log_bytes": records.memory_bytes, "stops": ft.stops(),
         }
 
 
