@@ -59,7 +59,7 @@ from hyperplane import _core, tcpstate
 from hyperplane import packet as pk
 from hyperplane.codes import DropReason, Verdict
 from hyperplane.engine import TAPS, BatchResult, Result, gc_paused
-from hyperplane.flowlogs import AWS_TCP_FLAGS, EXTRA_FIELDS, V2_FIELDS, FlowLogAggregator, format_records
+from hyperplane.flowlogs import AWS_TCP_FLAGS, EXTRA_FIELDS, V2_FIELDS, FlowLogAggregator, format_records, joined_lines
 from hyperplane.limits import Timeout
 from hyperplane.reference.conntrack import ORIGINAL, PROTO_TCP, PROTO_UDP, REPLY
 from hyperplane.reference.dataplane import K_OUT, K_REPLY, K_VPC, Dataplane
@@ -124,7 +124,7 @@ class _CoreFlowLog(FlowLogAggregator):
         else:
             lines = format_records(rows.records(self.account_id), self.fields)
             if joined:
-                lines = "".join(line + "\n" for line in lines).encode()
+                lines = joined_lines(lines)
         return lines, rows.windows, rows.starts
 
     def __deepcopy__(self, memo):

@@ -294,9 +294,7 @@ class FlowLogAggregator:
         makes them without records). ``joined``: the lines as one bytes, each ending in a newline."""
         records = self.flush(before)
         lines = format_records(records, self.fields)
-        if joined:
-            lines = "".join(line + "\n" for line in lines).encode()
-        return lines, [r.window for r in records], [r.start for r in records]
+        return joined_lines(lines) if joined else lines, [r.window for r in records], [r.start for r in records]
 
 
 def _window_of(record: FlowRecord) -> int:
@@ -318,6 +316,11 @@ def format_records(records: Iterable[FlowRecord], fields: Sequence[str] = V2_FIE
     return [record.format(fields) for record in records]
 
 
+def joined_lines(lines: Sequence[str]) -> bytes:
+    """Lines (no newlines) as one bytes, each ending in a newline (FlowLogWriter.write_bytes)."""
+    return "".join(line + "\n" for line in lines).encode()
+
+
 def _text(lines: Sequence[str], fields: Sequence[str]) -> str:
     body = "\n".join(lines)
     return " ".join(fields) + "\n" + body + ("\n" if body else "")
@@ -332,7 +335,6 @@ class FlowLogWriter:
 
     def __init__(self, path_or_file, fields: Sequence[str] = V2_FIELDS):
         self.fields = check_fields(fields)
-        self.lines = 0
         self._raw = self._bin = self._textfile = None
         if hasattr(path_or_file, "write"):
             self._textfile = path_or_file
@@ -353,7 +355,6 @@ class FlowLogWriter:
         """Lines of this writer's format (no newlines)."""
         if lines:
             self._put("\n".join(lines) + "\n")
-            self.lines += len(lines)
 
     def write_bytes(self, data: bytes) -> None:
         """Lines of this writer's format already joined: UTF-8, each ending in a newline."""
@@ -362,7 +363,6 @@ class FlowLogWriter:
                 self._bin.write(data)
             else:
                 self._textfile.write(data.decode())
-            self.lines += data.count(b"\n")
 
     def write(self, records: Iterable[FlowRecord]) -> None:
         self.write_lines(format_records(records, self.fields))
@@ -385,13 +385,6 @@ def write_flow_logs(records: Iterable[FlowRecord], path_or_file, fields: Sequenc
     text file. A path ending in ``.gz`` is written gzip-compressed (reproducibly: no timestamp)."""
     with FlowLogWriter(path_or_file, fields) as writer:
         writer.write(records)
-
-
-def write_flow_log_lines(lines: Sequence[str], path_or_file, fields: Sequence[str] = V2_FIELDS) -> None:
-    """:func:`write_flow_logs` for records already formatted as ``lines`` of the format
-    ``fields`` (no newlines; a parallel replay's workers format their own records)."""
-    with FlowLogWriter(path_or_file, fields) as writer:
-        writer.write_lines(lines)
 
 
 def _gzip(data: bytes) -> bytes:

@@ -142,3 +142,30 @@ def test_workers_stream_their_flow_logs_and_the_merge_keeps_every_record(tmp_pat
     assert len(two) > 15 * 4 * 60 and totals(one) == totals(two) and len(totals(two)) == 15 * 4
     starts = [r["start"] // 60 for r in two]
     assert starts == sorted(starts)  # by window
+
+
+@pytest.mark.parametrize("backend", available_backends())
+@pytest.mark.parametrize("fields", [None, "v5"])
+def test_flow_log_lines_are_the_records_formatted(backend, fields):
+    """What a writer takes (``flow_log_lines``, one str per record or one bytes) is each flushed
+    record in the engine's format, with its window and start, in flush order."""
+    from hyperplane.flowlogs import V5_CUSTOM_FIELDS
+
+    options = EngineOptions(flow_log_interval=60, flow_log_fields=V5_CUSTOM_FIELDS if fields else None)
+
+    def run():
+        engine = Engine(standard_vpc().build(), [Sandbox.parse(f"fn={SB}/32")], options, backend=backend)
+        for k in range(6):
+            ts = T0 + 50 * k
+            engine.process(build_packet(4, _SB, _DB, 6, 40000 + k, 5432, 0x02, seq=1), ts)
+            engine.process(build_packet(4, _DB, _SB, 6, 5432, 40000 + k, 0x12, seq=7, ack=2), ts + 0.5)
+        return engine
+
+    records, plain, joined = run().flow_logs(), run(), run()
+    fields_used = plain.flow_log_fields
+    lines, windows, starts = plain.flow_log_lines(T0 + 120)
+    rest = plain.flow_log_lines()
+    assert lines + rest[0] == [r.format(fields_used) for r in records] and len(lines) == 3 * 4  # 3 flows by T0 + 120
+    assert (windows + rest[1], starts + rest[2]) == ([r.window for r in records], [r.start for r in records])
+    data = joined.flow_log_lines(T0 + 120, joined=True)[0] + joined.flow_log_lines(joined=True)[0]
+    assert data.decode().splitlines() == [r.format(fields_used) for r in records]
