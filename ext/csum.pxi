@@ -2,6 +2,7 @@
 # rewrite (ext/hp_csum.h), plus Python-visible wrappers for tests. The pure-Python twin is
 # hyperplane/checksum.py; the wrappers take and return the same values.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 
 cdef extern from "hp_csum.h" nogil:
     uint16_t hp_ones_sum(const uint8_t *p, size_t n, uint64_t start)
@@ -86,3 +87,91 @@ def rewrite_src(buf, parsed, new_src, new_sport=None, offset=0):
 def rewrite_dst(buf, parsed, new_dst, new_dport=None, offset=0):
     """Like ``rewrite_src`` for the destination address and port."""
     _rewrite(buf, parsed, new_dst, new_dport, 1, offset)
+
+
+# --- the C twin of hyperplane.reference.dataplane.Rewrite (the core's slow path uses it) ----------
+# Same tuples, same bytes (tests/unit/test_core_rewrite.py): ``(version, addr_at, addr bytes,
+# port_off, port bytes, ip_sum, l4_sum, l4_sum_noport)``.
+
+cdef inline uint64_t _rw_fold(uint64_t s) nogil:
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def rewrite_make(int version, bint dst, old_addr, new_addr, int old_port, int new_port):
+    """``Rewrite.make`` for IPv4 in C (IPv6: the Python one)."""
+    if version != 4:
+        return _py_rewrite_make(version, dst, old_addr, new_addr, old_port, new_port)
+    cdef uint32_t old_a = old_addr, new_a = new_addr
+    cdef uint64_t addr_sum = 0xFFFF * 2 - ((old_a >> 16) + (old_a & 0xFFFF)) + ((new_a >> 16) + (new_a & 0xFFFF))
+    cdef uint8_t a[4]
+    cdef uint8_t pb[2]
+    a[0] = new_a >> 24
+    a[1] = (new_a >> 16) & 0xFF
+    a[2] = (new_a >> 8) & 0xFF
+    a[3] = new_a & 0xFF
+    pb[0] = (new_port >> 8) & 0xFF
+    pb[1] = new_port & 0xFF
+    if not 0 <= new_port <= 0xFFFF:
+        raise OverflowError("port out of range")
+    return (4, 16 if dst else 12, PyBytes_FromStringAndSize(<char *>a, 4), 2 if dst else 0,
+            PyBytes_FromStringAndSize(<char *>pb, 2), addr_sum, addr_sum + ((~old_port) & 0xFFFF) + new_port,
+            addr_sum)
+
+
+def rewrite_apply(tuple rewrite, bytes ip, p):
+    """``Rewrite.apply`` in C: the rewritten copy of the IP packet ``ip`` (``p``: its Parsed)."""
+    cdef int version = rewrite[0]
+    cdef Py_ssize_t at = rewrite[1], port_off = rewrite[3]
+    cdef bytes addr = rewrite[2], port = rewrite[4]
+    cdef Py_ssize_t n = len(ip), alen = len(addr)
+    cdef int64_t l4 = p.l4
+    cdef int proto = p.proto
+    if at < 0 or at + alen > n or len(port) != 2:
+        return _py_rewrite_apply(rewrite, ip, p)  # outside the header: the Python one's bytearray semantics
+    cdef uint64_t ip_sum = rewrite[5], l4_sum = rewrite[6], l4_sum_noport = rewrite[7]
+    out = PyBytes_FromStringAndSize(PyBytes_AS_STRING(ip), n)
+    cdef uint8_t *b = <uint8_t *>PyBytes_AS_STRING(out)
+    cdef const uint8_t *ab = <const uint8_t *>PyBytes_AS_STRING(addr)
+    cdef const uint8_t *pp = <const uint8_t *>PyBytes_AS_STRING(port)
+    cdef uint64_t hc
+    cdef Py_ssize_t i, csum_at, port_at
+    cdef bint has_port
+    for i in range(alen):
+        b[at + i] = ab[i]
+    if version == 4:
+        hc = (b[10] << 8) | b[11]
+        hc = (~_rw_fold(((~hc) & 0xFFFF) + ip_sum)) & 0xFFFF
+        b[10] = hc >> 8
+        b[11] = hc & 0xFF
+    if l4 < 0:
+        return out
+    l4 = l4 - p.l3
+    csum_at = l4 + (16 if proto == 6 else 6)
+    port_at = l4 + port_off
+    has_port = port_at + 2 <= n
+    if has_port:
+        b[port_at] = pp[0]
+        b[port_at + 1] = pp[1]
+    if csum_at + 2 > n:
+        return out
+    hc = (b[csum_at] << 8) | b[csum_at + 1]
+    if proto == 17 and hc == 0 and version == 4:
+        return out
+    hc = (~_rw_fold(((~hc) & 0xFFFF) + (l4_sum if has_port else l4_sum_noport))) & 0xFFFF
+    if proto == 17 and hc == 0:
+        hc = 0xFFFF
+    b[csum_at] = hc >> 8
+    b[csum_at + 1] = hc & 0xFF
+    return out
+
+
+def _py_rewrite_make(*args):
+    from hyperplane.reference.dataplane import Rewrite
+    return Rewrite.make(*args)
+
+
+def _py_rewrite_apply(*args):
+    from hyperplane.reference.dataplane import Rewrite
+    return Rewrite.apply(*args)

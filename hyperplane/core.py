@@ -4,7 +4,8 @@ VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the referen
 
 - **Slow path**: :class:`hyperplane.reference.dataplane.Dataplane`, unchanged but for the parts
   swapped for their C twins, which give the same results (proven by their tests): the port
-  pools (``_core.PortPool`` / ``NatPortPool``), the packet parser (``_core.parse``) and the
+  pools (``_core.PortPool`` / ``NatPortPool``), the packet parser (``_core.parse``), the
+  per-connection rewrites (``_core.rewrite_make`` / ``rewrite_apply``) and the
   flow-log record store (``_core.FlowLogTable``, ``ext/hp_flowlog.h``: a record is an int id,
   ~80 bytes; FlowRecord objects are made only when records are read). It handles every
   packet the fast path cannot: new connections, unsolicited packets, malformed ones, drops,
@@ -81,6 +82,13 @@ def _kind_flags(eni: bool, internet: bool, path) -> int:
     the NAT gateway's translation (which translates both directions of ``path``)."""
     return ((_core.FLOW_K_ENI if eni else 0) | (_core.FLOW_K_INET if internet else 0)
             | (_core.FLOW_K_NATRW if path.nat_fwd is not None else 0))
+
+
+class _CRewrite:
+    """The C twin of :class:`hyperplane.reference.dataplane.Rewrite` (same tuples, same bytes)."""
+
+    make = staticmethod(_core.rewrite_make)
+    apply = staticmethod(_core.rewrite_apply)
 
 
 class _CoreFlowLog(FlowLogAggregator):
@@ -235,7 +243,7 @@ class CoreEngine:
     def __init__(self, model, sandboxes, options, expected_connections: int = 1024):
         # the C port pools and parser: the same results as the reference's, several times faster
         dp = self.dp = Dataplane(model, sandboxes, options, port_pool=_core.PortPool, nat_port_pool=_core.NatPortPool,
-                                 parse=_parse)
+                                 parse=_parse, rewrite=_CRewrite)
         old = dp.flowlog
         dp.flowlog = _CoreFlowLog(old.interval, old.account_id, old.fields)
         dp.table.listener = _Listener(self)

@@ -150,10 +150,7 @@ class Rewrite:
         return bytes(buf)
 
 
-_apply = Rewrite.apply
-
-
-def _reply_rewrites(conn) -> tuple:
+def _reply_rewrites(conn, make=Rewrite.make) -> tuple:
     """A connection's reply Rewrites, made (and kept on its path) when its first reply comes:
     sandbox-view reply -> VPC form, VPC form -> sandbox view (both destination), and reply ->
     internet form when a NAT gateway translates it (else None)."""
@@ -163,8 +160,8 @@ def _reply_rewrites(conn) -> tuple:
     eni_ip, port = conn.eni_tuple[0], conn.eni_tuple[1]
     nat_rev = None
     if path.nat_fwd is not None:
-        nat_rev = Rewrite.make(4, True, eni_ip, path.nat_addr, port, path.nat_port)
-    path.replies = (Rewrite.make(v, True, src, eni_ip, sport, port), Rewrite.make(v, True, eni_ip, src, port, sport),
+        nat_rev = make(4, True, eni_ip, path.nat_addr, port, path.nat_port)
+    path.replies = (make(v, True, src, eni_ip, sport, port), make(v, True, eni_ip, src, port, sport),
                     nat_rev)
     return path.replies
 
@@ -341,13 +338,17 @@ class _WeakMembers:
 class Dataplane:
     """The reference backend of :class:`hyperplane.engine.Engine` (same methods)."""
 
-    def __init__(self, model, sandboxes, options, port_pool=PortPool, nat_port_pool=NatPortPool, parse=pk.parse):
+    def __init__(self, model, sandboxes, options, port_pool=PortPool, nat_port_pool=NatPortPool, parse=pk.parse,
+                 rewrite=Rewrite):
         """``port_pool`` / ``nat_port_pool``: the classes of the ENIs' and NAT gateways' port pools
         (:mod:`hyperplane.reference.ports`, or the C twins the core backend passes, which give the
         same ports for the same calls: tests/unit/test_core_ports.py); ``parse``: the packet
-        parser (:func:`hyperplane.packet.parse`, or the equal C one)."""
+        parser (:func:`hyperplane.packet.parse`, or the equal C one); ``rewrite``: what makes and
+        applies the per-connection rewrites (:class:`Rewrite`, or the C twin with the same
+        tuples and bytes: tests/unit/test_core_rewrite.py)."""
         self.options = options
         self._parse = parse
+        self._make, self._apply = rewrite.make, rewrite.apply
         self._port_pool, self._nat_port_pool = port_pool, nat_port_pool
         self.model = model
         self.strict = bool(options.tcp_strict)
@@ -587,7 +588,7 @@ class Dataplane:
         if path.nat_pool is not None and (path.nat_expired or now - conn.nat_last_seen >= self.options.nat_idle_timeout):
             return self._nat_timed_out(conn, p, ip, now, sandbox_side=True)
         block, logs = path.out
-        eni_ip = _apply(path.fwd, ip, p) if path.fwd is not None else ip
+        eni_ip = self._apply(path.fwd, ip, p) if path.fwd is not None else ip
         taps = {"lambda": ip}
         if path.eni_tap:
             taps["eni"] = eni_ip
@@ -608,7 +609,7 @@ class Dataplane:
                 return self._drop(R(block[0]), block[1], block[2], taps, "outbound", function, path.eni_id)
         conn.nat_last_seen = now
         if path.internet:
-            taps["internet"] = _apply(path.nat_fwd, eni_ip, p) if path.nat_fwd is not None else eni_ip
+            taps["internet"] = self._apply(path.nat_fwd, eni_ip, p) if path.nat_fwd is not None else eni_ip
         self._log(logs, p, ts)
         self._note_fragment(p, ip, conn, "out", now)
         self.forwarded += 1
@@ -689,10 +690,10 @@ class Dataplane:
         path.proto, path.version = proto, v
         path.eni_id, path.subnet_id, path.eni_ip, path.eni_port = eni.id, subnet_id, eni_ip, port
         path.pool, path.slot = pool, True
-        path.fwd = Rewrite.make(v, False, src, eni_ip, sport, port)
+        path.fwd = self._make(v, False, src, eni_ip, sport, port)
         if trace is not None:
             self._hop("hyperplane-eni", eni.id, "translate", f"source -> {eni_addr}:{port} (V2N)")
-        eni_form = _apply(path.fwd, ip, p)
+        eni_form = self._apply(path.fwd, ip, p)
         taps["eni"] = eni_form
         try:
             if not exempt:
@@ -722,7 +723,7 @@ class Dataplane:
             self._nat_seq += 1
             heapq.heappush(self._nat_heap, (now + self.options.nat_idle_timeout, self._nat_seq, conn))
         if path.internet:
-            taps["internet"] = _apply(path.nat_fwd, eni_form, p) if path.nat_fwd is not None else eni_form
+            taps["internet"] = self._apply(path.nat_fwd, eni_form, p) if path.nat_fwd is not None else eni_form
         if trace is not None and exempt:
             self._hop("service", pk.int_to_ip(dst, v), "forward", "Amazon-provided service")
         self._log(logs, p, ts)
@@ -761,14 +762,14 @@ class Dataplane:
             return self._drop(R.PORT_EXHAUSTION, function, None, taps, "outbound", function)
         path = Path("lambda-vpc")
         path.eni_ip, path.eni_port, path.pool = public, port, pool
-        path.fwd = Rewrite.make(v, False, src, public, sport, port)
+        path.fwd = self._make(v, False, src, public, sport, port)
         path.eni_tap, path.internet, path.gen = False, True, self.gen
         conn = Conn(proto, v, function, "", initial, (src, sport, dst, dport), (public, port, dst, dport), now,
                     p.ip_len, p.tcp_flags)
         conn.path = path
         self.table.add(conn, ((K_OUT, proto, src, sport, dst, dport), (K_REPLY, proto, dst, dport, src, sport)))
         self.connections_opened += 1
-        taps["internet"] = _apply(path.fwd, ip, p)
+        taps["internet"] = self._apply(path.fwd, ip, p)
         if self.trace is not None:
             self._hop("lambda-vpc", function, "translate", f"source -> {pk.int_to_ip(public)}:{port} (Lambda-owned)")
         self.forwarded += 1
@@ -1044,7 +1045,7 @@ class Dataplane:
                         self._hop("nat-gateway", nat_id, "drop", "no port for this destination (ErrorPortAllocation)")
                     return (I.NAT_PORT_EXHAUSTION, nat_id, None), tuple(logs)
                 path.nat_addr, path.nat_port = got
-                path.nat_fwd = Rewrite.make(4, False, path.eni_ip, got[0], path.eni_port, got[1])
+                path.nat_fwd = self._make(4, False, path.eni_ip, got[0], path.eni_port, got[1])
                 if trace is not None:
                     self._hop("nat-gateway", nat_id, "translate", f"source -> {pk.int_to_ip(got[0])}:{got[1]}")
             elif kind == S_NAT_ROUTE:
@@ -1134,16 +1135,16 @@ class Dataplane:
         if path.gen != self.gen:
             self._recheck(conn)
         taps = {}
-        rev, to_sandbox, nat_rev = path.replies or _reply_rewrites(conn)
+        rev, to_sandbox, nat_rev = path.replies or _reply_rewrites(conn, self._make)
         if vpc_form:
             eni_form = ip
-            sandbox_form = _apply(to_sandbox, ip, p)
+            sandbox_form = self._apply(to_sandbox, ip, p)
         else:
             sandbox_form = ip
-            eni_form = _apply(rev, ip, p)
+            eni_form = self._apply(rev, ip, p)
         if path.internet:
             if nat_rev is not None:
-                taps["internet"] = _apply(nat_rev, eni_form, p)
+                taps["internet"] = self._apply(nat_rev, eni_form, p)
             else:
                 taps["internet"] = eni_form
         if path.eni_tap:
@@ -1179,7 +1180,7 @@ class Dataplane:
         if not path.nat_expired:
             self._nat_expire(conn)
         taps = {"lambda": ip}
-        eni_form = _apply(path.fwd, ip, p)
+        eni_form = self._apply(path.fwd, ip, p)
         if path.eni_tap:
             taps["eni"] = eni_form
         emitted = ()
