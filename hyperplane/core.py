@@ -443,9 +443,8 @@ class CoreEngine:
             self._generation[idx] = (conn.generation, path.gen)
         self._load(idx, conn)
         self.ft.learn(idx, kind, flags, window)
-        ip = frame[p.l3 : p.l3 + p.ip_len]
-        lam, eni, inet = self.ft.render(idx, kind, ip, p.l4 - p.l3)
-        if lam != taps["lambda"] or eni != taps.get("eni") or inet != taps.get("internet"):
+        if not self.ft.reproduces(idx, kind, frame[p.l3 : p.l3 + p.ip_len], p.l4 - p.l3, taps["lambda"], taps.get("eni"),
+                                  taps.get("internet")):
             self.ft.forget(idx, kind)
             return
         self._records[idx][kind] = [r for call in calls for r in call[0]]

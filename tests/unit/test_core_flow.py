@@ -368,3 +368,33 @@ def test_render_equals_the_reference_rewrites(proto, kind, nat, port, addr, zero
         e = rw(pkt, kind == REPLY, addr, (port * 7) % 65536)
         want = (pkt, e, rw(e, kind == REPLY, NAT, 6000) if nat else e)
     assert (lam, eni, inet) == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(proto=st.sampled_from([6, 17]), kind=st.sampled_from([OUT, REPLY, VPC]), taps=st.integers(0, 3),
+       payload=st.binary(max_size=40), flip=st.integers(-1, 200), drop=st.sampled_from([None, 1, 2]),
+       extra=st.sampled_from([None, 1, 2]))
+def test_reproduces_is_render_compared(proto, kind, taps, payload, flip, drop, extra):
+    """The learning check compares in C what render would return: equal forms pass; a changed
+    byte, a tap the kind emits but the slow path did not, or one the kind does not emit, fail."""
+    ft = table()
+    idx = ft.alloc(proto)
+    ft.set(idx, 0, 1e9, 0.0, (SANDBOX, REMOTE, 0x0A000205, 0), (40000, 5432, 1024, 0), False, False, 0)
+    flags = (_core.FLOW_K_ENI if taps & 1 else 0) | (_core.FLOW_K_INET if taps & 2 else 0)
+    ft.learn(idx, kind, flags, 0)
+    src, dst, sport, dport = {OUT: (SANDBOX, REMOTE, 40000, 5432), REPLY: (REMOTE, SANDBOX, 5432, 40000),
+                              VPC: (REMOTE, 0x0A000205, 5432, 1024)}[kind]
+    pkt = build_packet(4, src, dst, proto, sport, dport, 0x10, payload=payload)
+    forms = list(ft.render(idx, kind, pkt, 20))
+    assert ft.reproduces(idx, kind, pkt, 20, *forms)
+    expect = True
+    if 0 <= flip < len(forms[0]):
+        forms[0] = forms[0][:flip] + bytes([forms[0][flip] ^ 1]) + forms[0][flip + 1:]
+        expect = False
+    if drop is not None and forms[drop] is not None:
+        forms[drop] = None
+        expect = False
+    if extra is not None and extra != drop and forms[extra] is None:
+        forms[extra] = pkt
+        expect = False
+    assert ft.reproduces(idx, kind, pkt, 20, *forms) is expect
