@@ -140,6 +140,19 @@ class _CoreFlowLog(FlowLogAggregator):
         return FlowLogAggregator(self.interval, self.account_id, self.fields)
 
 
+class _Entry:
+    """The Python side of one C flow-table entry: its connection, the flow-log record ids each
+    key kind counts into, and the (Conn.generation, Path.gen) it was taught under."""
+
+    __slots__ = ("idx", "conn", "records", "taught")
+
+    def __init__(self, idx: int, conn, taught: tuple):
+        self.idx = idx
+        self.conn = conn
+        self.records = [(), (), ()]
+        self.taught = taught
+
+
 class _Listener:
     """``ConnTable.listener`` of the slow path: forwards updates and removals to the engine
     (held weakly: the engine owns the slow path, and a cycle would keep a finished engine and
@@ -258,10 +271,8 @@ class CoreEngine:
         )
         self.ft.gen = dp.gen
         self.interval = old.interval
-        self._idx_of: dict = {}  # Conn -> entry index
-        self._conn_of: dict[int, object] = {}  # entry index -> Conn
-        self._records: dict[int, list] = {}  # entry index -> flow-log records per kind
-        self._generation: dict[int, tuple] = {}  # entry index -> (Conn.generation, Path.gen) when taught
+        self._entry_of: dict = {}  # Conn -> its _Entry
+        self._entries: list = []  # entry index -> _Entry (None when free)
         self._ahead: dict[int, tuple] = {}  # entry index -> (kind, proto, logs) of a kind learned ahead
         self._touched: list = []
         self._spare: list = []  # _Outputs reused across batches
@@ -288,18 +299,19 @@ class CoreEngine:
         if events:
             self._first_packets(events)
         if ft.dirty:
-            conn_of, records, interval = self._conn_of, self._records, self.interval
+            entries, interval = self._entries, self.interval
             reschedule, count = self.dp.table.reschedule, self.dp.flowlog.table.count
             for (idx, state, expires, last_seen, po, pr, bo, br, fo, fr, ao, ar, eo, er, window, exchanges,
                  last_reply, owner) in ft.fold():
-                conn = conn_of[idx]
+                entry = entries[idx]
+                conn = entry.conn
                 conn.state = state
                 conn.expires = expires
                 reschedule(conn)  # a timer the fast path moved earlier (FIN) reaches the heap
                 conn.last_seen = last_seen
                 conn.nat_last_seen = last_seen
                 base = window * interval
-                recs = records[idx]
+                recs = entry.records
                 if po:
                     conn.packets_orig += po
                     conn.bytes_orig += bo
@@ -324,12 +336,12 @@ class CoreEngine:
         forwarded (in packet order, before anything else reads the records): those the slow path
         would have made for it; the fold counts the packet into them."""
         record_all = self.dp.flowlog.record_all
-        ahead, records = self._ahead, self._records
+        ahead, entries = self._ahead, self._entries
         for idx, kind, ts in events:
             entry = ahead.pop(idx, None)
             if entry is None or entry[0] != kind:
                 raise AssertionError(f"flow entry {idx}: a first packet of kind {kind} nobody expected")
-            records[idx][kind] = record_all(entry[2], entry[1], ts)
+            entries[idx].records[kind] = record_all(entry[2], entry[1], ts)
 
     def _catch_up(self) -> None:
         """Sync, and move the slow path's clock to the last packet the fast path saw: the timers
@@ -340,14 +352,16 @@ class CoreEngine:
             dp._advance(self.ft.now)
 
     def _drop_entry(self, conn) -> None:
-        idx = self._idx_of.pop(conn, None)
-        if idx is not None:
+        entry = self._entry_of.pop(conn, None)
+        if entry is not None:
+            idx = entry.idx
             self.ft.release(idx)
-            del self._conn_of[idx], self._records[idx], self._generation[idx]
+            self._entries[idx] = None
             self._ahead.pop(idx, None)
 
-    def _load(self, idx: int, conn) -> None:
+    def _load(self, entry: "_Entry", conn) -> None:
         """The slow path's view of ``conn`` into its entry."""
+        idx = entry.idx
         path = conn.path
         s_ip, s_port, r_ip, r_port = conn.lambda_tuple
         e_ip, e_port = conn.eni_tuple[0], conn.eni_tuple[1]
@@ -357,10 +371,10 @@ class CoreEngine:
         # Reopened, or re-planned under a newer configuration: every key kind learned before was
         # decided under the old facts, so all of them are void (not only the one re-taught now).
         taught = (conn.generation, path.gen)
-        if self._generation[idx] != taught:
+        if entry.taught != taught:
             self.ft.forget(idx)
             self._ahead.pop(idx, None)
-            self._generation[idx] = taught
+            entry.taught = taught
 
     # --- the slow path ----------------------------------------------------------------------
     def _slow(self, frame: bytes, ts: float, linktype: int) -> Result:
@@ -382,9 +396,9 @@ class CoreEngine:
     def _reload_touched(self) -> None:
         """Reload the entries of the connections the slow path changed."""
         for conn in self._touched:
-            idx = self._idx_of.get(conn)
-            if idx is not None and conn.alive:
-                self._load(idx, conn)
+            entry = self._entry_of.get(conn)
+            if entry is not None and conn.alive:
+                self._load(entry, conn)
         self._touched = []
 
     def _learn(self, frame: bytes, ts: float, result: Result, calls: list) -> None:
@@ -434,20 +448,22 @@ class CoreEngine:
         if "lambda" not in taps or not taps.keys() <= _TAP_INDEX.keys():
             return
         flags = _kind_flags("eni" in taps, "internet" in taps, path)
-        idx = self._idx_of.get(conn)
-        if idx is None:
+        entry = self._entry_of.get(conn)
+        if entry is None:
             idx = self.ft.alloc(conn.proto)
-            self._idx_of[conn] = idx
-            self._conn_of[idx] = conn
-            self._records[idx] = [[], [], []]
-            self._generation[idx] = (conn.generation, path.gen)
-        self._load(idx, conn)
+            entry = self._entry_of[conn] = _Entry(idx, conn, (conn.generation, path.gen))
+            entries = self._entries
+            if idx >= len(entries):
+                entries.extend([None] * (idx + 1 - len(entries)))
+            entries[idx] = entry
+        idx = entry.idx
+        self._load(entry, conn)
         self.ft.learn(idx, kind, flags, window)
         if not self.ft.reproduces(idx, kind, frame[p.l3 : p.l3 + p.ip_len], p.l4 - p.l3, taps["lambda"], taps.get("eni"),
                                   taps.get("internet")):
             self.ft.forget(idx, kind)
             return
-        self._records[idx][kind] = [r for call in calls for r in call[0]]
+        entry.records[kind] = [r for call in calls for r in call[0]]
         self.learned += 1
         if kind == _KIND_OUT:
             self._learn_reply_ahead(idx, conn, window)
@@ -511,7 +527,7 @@ class CoreEngine:
             return self._slow(frame, float(ts), linktype)
         parsed = _core.parse(frame, linktype)
         idx, kind = self.ft.lookup(parsed[6], parsed[7], parsed[10], parsed[11], parsed[8])
-        conn = self._conn_of[idx]
+        conn = self._entries[idx].conn
         taps = {name: tap[0][1] for name, tap in out.taps(frame).items() if len(tap)}
         return Result(Verdict.FORWARDED, DropReason.NONE, None, None, taps, conn.path.eni_id, _DIRECTION[kind],
                       conn.function)
