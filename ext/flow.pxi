@@ -5,6 +5,7 @@
 # loop and stops at the first packet it cannot handle. See hp_flow.h for the rules.
 from libc.string cimport memcpy, memcmp
 from libc.stdlib cimport malloc, free
+from cpython.bytes cimport PyBytes_AS_STRING
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 
 cdef extern from "hp_flow.h" nogil:
@@ -395,40 +396,44 @@ cdef class FlowTable:
         return (bytes(out_l), bytes(out_e) if flags & HP_K_ENI else None,
                 bytes(out_i) if flags & HP_K_INET else None)
 
-    def reproduces(self, idx, int kind, ip, int l4, lam, eni, inet):
+    def reproduces(self, idx, int kind, bytes ip, int l4, lam, eni, inet):
         """``render(idx, kind, ip, l4) == (lam, eni, inet)``, compared in C without making the
-        three bytes objects (the core's learning check, once per connection)."""
+        three bytes objects (the core's learning check, once per connection). The forms are
+        bytes (anything else is not equal)."""
         cdef hp_conn *c = self._conn(idx)
-        cdef const uint8_t[::1] src = ip
-        cdef int64_t n = src.shape[0]
+        cdef int64_t n = len(ip)
+        cdef const uint8_t *src = <const uint8_t *>PyBytes_AS_STRING(ip)
         cdef hp_pkt p
         cdef uint8_t *outs[3]
-        cdef const uint8_t[::1] want
+        cdef uint8_t stack[3 * 1536]
+        cdef uint8_t *buf = stack
         cdef int t
         if not 0 <= kind < 3:
             raise ValueError("kind must be 0, 1 or 2")
-        if n == 0 or not hp_flow_parse4(&src[0], n, 101, &p) or p.l4 != l4 or p.ip_len != n or p.proto != c.proto:
+        if n == 0 or not hp_flow_parse4(src, n, 101, &p) or p.l4 != l4 or p.ip_len != n or p.proto != c.proto:
             raise ValueError("not an IPv4 TCP/UDP packet of this entry the fast path would take")
         cdef uint8_t flags = c.kind[kind]
         if lam is None or (eni is not None) != bool(flags & HP_K_ENI) or (inet is not None) != bool(flags & HP_K_INET):
             return False  # a tap the kind emits is missing, or one it does not emit is there
         wanted = (lam, eni, inet)
-        cdef uint8_t *buf = <uint8_t *>malloc(3 * n)
-        if buf == NULL:
-            raise MemoryError()
+        for t in range(3):
+            if wanted[t] is not None and (type(wanted[t]) is not bytes or len(wanted[t]) != n):
+                return False
+        if n > 1536:
+            buf = <uint8_t *>malloc(3 * n)
+            if buf == NULL:
+                raise MemoryError()
         try:
             for t in range(3):
                 outs[t] = buf + t * n if wanted[t] is not None else NULL
-            hp_flow_render(c, kind, &src[0], n, l4, outs, 1)
+            hp_flow_render(c, kind, src, n, l4, outs, 1)
             for t in range(3):
-                if wanted[t] is None:
-                    continue
-                want = wanted[t]
-                if want.shape[0] != n or memcmp(&want[0], outs[t], n) != 0:
+                if wanted[t] is not None and memcmp(PyBytes_AS_STRING(wanted[t]), outs[t], n) != 0:
                     return False
             return True
         finally:
-            free(buf)
+            if buf != stack:
+                free(buf)
 
     # --- the fast path ----------------------------------------------------------------------
     def run(self, buffer, offsets, lengths, timestamps, linktypes, Py_ssize_t start, verdicts, reasons, tap_bufs,
