@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import sys
 import weakref
+from time import perf_counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -277,6 +278,7 @@ class CoreEngine:
         self._touched: list = []
         self._spare: list = []  # _Outputs reused across batches
         self.learned = 0
+        self._clock = [0.0, 0.0, 0]  # seconds in the fast loop, seconds in the slow path, slow-path packets
 
     # --- the reference's attributes ---------------------------------------------------------
     @property
@@ -378,6 +380,14 @@ class CoreEngine:
 
     # --- the slow path ----------------------------------------------------------------------
     def _slow(self, frame: bytes, ts: float, linktype: int) -> Result:
+        t0 = perf_counter()
+        result = self._slow_path(frame, ts, linktype)
+        clock = self._clock
+        clock[1] += perf_counter() - t0
+        clock[2] += 1
+        return result
+
+    def _slow_path(self, frame: bytes, ts: float, linktype: int) -> Result:
         self._sync()
         dp = self.dp
         calls: list = []
@@ -504,11 +514,14 @@ class CoreEngine:
         """The fast loop from packet i of ``batch`` (a :class:`_Bound`); grows the tap buffers
         when it ran out of room in them. Returns where it stopped and why (a ``FlowTable.run``
         stop name)."""
+        clock = self._clock
+        t0 = perf_counter()
         while True:
             if batch.version != batch.out.version:
                 batch.bind()  # a tap buffer was replaced by a larger one
             stop, why = self.ft.run_batch(batch.bound, i)
             if why != "space" or not batch.out.grow_if_short(_HEAD_ROOM):
+                clock[0] += perf_counter() - t0
                 return stop, why
             i = stop
 
@@ -632,10 +645,14 @@ class CoreEngine:
         self.ft.gen = self.dp.gen
 
     def core_stats(self) -> dict:
-        """Sizes of the C tables (connections, flow-log records) and why the fast loop stopped
-        since the last call."""
+        """Sizes of the C tables (connections, flow-log records), why the fast loop stopped
+        since the last call, and where the engine's time went since it was made: seconds in
+        the fast loop (``fast_seconds``), seconds and packets in the slow path (``slow_seconds``,
+        ``slow_packets``: everything a punted packet costs, state sync and learning included)."""
         ft, records = self.ft, self.dp.flowlog.table
+        fast_seconds, slow_seconds, slow_packets = self._clock
         return {
+            "fast_seconds": fast_seconds, "slow_seconds": slow_seconds, "slow_packets": slow_packets,
             "entries": len(ft), "keys": ft.keys, "slots": ft.slots, "capacity": ft.capacity,
             "memory_bytes": ft.memory_bytes, "entry_bytes": _core.FLOW_ENTRY_BYTES,
             "slot_bytes": _core.FLOW_SLOT_BYTES, "rehashes": ft.rehashes, "learned": self.learned,

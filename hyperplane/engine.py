@@ -509,6 +509,14 @@ class Engine:
         newline (``FlowLogWriter.write_bytes``)."""
         return self._impl.flow_log_lines(before, joined)
 
+    def core_stats(self) -> Optional[dict]:
+        """The core backend's own account (None with the reference backend): its C tables'
+        sizes, why its fast loop stopped, and where its time went (``fast_seconds`` in the C
+        loop; ``slow_seconds`` over ``slow_packets`` punted to the slow path). See
+        :meth:`hyperplane.core.CoreEngine.core_stats`."""
+        stats = getattr(self._impl, "core_stats", None)
+        return stats() if stats is not None else None
+
     def update_config(self, model) -> None:
         """Apply a changed configuration from the next packet on: SG changes keep tracked
         connections and re-evaluate untracked flows; NACL and route changes apply at once."""

@@ -93,6 +93,20 @@ def test_another_connections_timer_costs_the_fast_loop_no_stop_and_changes_nothi
     assert summary["forwarded"] == summary["packets"] == 43
 
 
+def test_core_stats_account_for_every_packet_the_slow_path_took():
+    """Engine.core_stats: the slow path's packet count is the number of packets punted to it
+    (here each flow's first packet and A's packet after its expiry); the fast loop forwarded the
+    rest; the reference backend has no such account."""
+    slow: list = []
+    *_, summary, engine = _timer_run("core", slow)
+    stats = engine.core_stats()
+    assert stats["slow_packets"] == len(slow) == 3
+    assert summary["packets"] - stats["slow_packets"] == 40
+    assert stats["fast_seconds"] >= 0 and stats["slow_seconds"] >= 0
+    *_, reference = _timer_run("reference")
+    assert reference.core_stats() is None
+
+
 def _first_replies(backend: str, slow=None):
     """TCP handshakes of orders-api (to its database, and to the internet through the NAT
     gateway) and of report-worker (whose subnet's NACL drops the replies), replies in the
