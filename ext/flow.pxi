@@ -5,7 +5,9 @@
 # loop and stops at the first packet it cannot handle. See hp_flow.h for the rules.
 from libc.string cimport memcpy, memcmp
 from libc.stdlib cimport malloc, free
-from cpython.bytes cimport PyBytes_AS_STRING
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.dict cimport PyDict_Next
+from cpython.ref cimport PyObject
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 
 cdef extern from "hp_flow.h" nogil:
@@ -548,30 +550,71 @@ cdef class FlowBatch:
         self.b.verdict = &self.vv[0] if count else NULL
         self.b.reason = &self.rv[0] if count else NULL
 
-    def append(self, int t, int64_t i, data):
-        """Add packet ``i``'s form ``data`` (bytes: what the slow path emitted) to tap ``t`` as a row
-        of the tap's own bytes, after the rows so far (``tap_state`` updated). False, and nothing
-        written, when the tap buffer lacks room: the caller grows it and binds again."""
-        cdef const uint8_t[::1] d = data
-        cdef int64_t n = d.shape[0], used, r
-        if not 0 <= t < 3:
-            raise ValueError("tap must be 0, 1 or 2")
-        used = self.st[t]
-        r = self.st[3 + t]
-        if r >= self.count or not 0 <= i < self.count:
-            raise ValueError("tap rows full, or packet index out of range")
-        if n > self.b.tap_cap[t] - used:
-            return False
-        if n:
-            memcpy(self.b.tap_buf[t] + used, &d[0], <size_t>n)
-        self.b.tap_idx[t][r] = i
-        self.b.tap_off[t][r] = used
-        self.b.tap_src[t][r] = 0
-        self.b.tap_head[t][r] = <int32_t>n
-        self.b.tap_len[t][r] = <int32_t>n
-        self.st[t] = used + n
-        self.st[3 + t] = r + 1
-        return True
+    def put(self, int64_t i, int verdict, int reason, dict taps):
+        """A slow-path result of packet ``i``: its verdict and reason, and its form on each tap of
+        ``taps`` (``{"lambda" | "eni" | "internet": bytes}``) as a row of that tap's own bytes
+        after its rows so far (``tap_state`` updated). Returns -1, or the index of a tap whose buffer lacks room (nothing written
+        then: the caller grows it, binds again and repeats)."""
+        cdef Py_ssize_t pos = 0
+        cdef PyObject *kp
+        cdef PyObject *vp
+        cdef int t
+        cdef int64_t n, used, r
+        cdef int64_t need[3]
+        cdef const char *src[3]
+        if not 0 <= i < self.count:
+            raise ValueError("packet index out of range")
+        if not 0 <= verdict <= 255 or not 0 <= reason <= 255:
+            raise ValueError("verdict and reason are bytes")
+        need[0] = need[1] = need[2] = -1
+        while PyDict_Next(taps, &pos, &kp, &vp):
+            key = <object>kp
+            value = <object>vp
+            if key == "lambda":
+                t = 0
+            elif key == "eni":
+                t = 1
+            elif key == "internet":
+                t = 2
+            else:
+                raise ValueError(f"unknown tap {key!r}")
+            if type(value) is not bytes:
+                raise TypeError("tap forms are bytes")
+            need[t] = len(<bytes>value)
+            src[t] = PyBytes_AS_STRING(value)
+        for t in range(3):
+            if need[t] >= 0 and (self.st[3 + t] >= self.count or need[t] > self.b.tap_cap[t] - self.st[t]):
+                if self.st[3 + t] >= self.count:
+                    raise ValueError("tap rows full")
+                return t
+        self.vv[i] = verdict
+        self.rv[i] = reason
+        for t in range(3):
+            n = need[t]
+            if n < 0:
+                continue
+            used = self.st[t]
+            r = self.st[3 + t]
+            if n:
+                memcpy(self.b.tap_buf[t] + used, src[t], <size_t>n)
+            self.b.tap_idx[t][r] = i
+            self.b.tap_off[t][r] = used
+            self.b.tap_src[t][r] = 0
+            self.b.tap_head[t][r] = <int32_t>n
+            self.b.tap_len[t][r] = <int32_t>n
+            self.st[t] = used + n
+            self.st[3 + t] = r + 1
+        return -1
+
+    def packet(self, int64_t i):
+        """Packet ``i`` of the batch: ``(bytes, timestamp, link type)``."""
+        if not 0 <= i < self.count:
+            raise ValueError("packet index out of range")
+        cdef int64_t off = self.offs[i], n = self.lens[i]
+        if off < 0 or n < 0 or off + n > self.buf.shape[0]:
+            raise ValueError("packet outside the buffer")
+        return (PyBytes_FromStringAndSize(<const char *>&self.buf[off] if n else NULL, n), self.tss[i],
+                self.lts[i] if self.b.lts != NULL else self.b.lt)
 
     cdef int64_t[::1] _rows64(self, rows):
         cdef int64_t[::1] a = rows

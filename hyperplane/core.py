@@ -582,16 +582,11 @@ class CoreEngine:
             i, why = self._run(batch, i)
             if i >= n:
                 break
-            off = int(offs[i])
-            lt = lts if isinstance(lts, int) else int(lts[i])
-            result = self._slow(bytes(view[off : off + int(lens[i])]), float(stamps[i]), lt)
-            out.verdicts[i] = result.verdict
-            out.reasons[i] = result.reason
+            result = self._slow(*batch.bound.packet(i))
             if result.reason:
                 components[i] = result.component
                 rules[i] = result.rule
-            for tap, data in result.taps.items():
-                batch.append(_TAP_INDEX[tap], i, data)
+            batch.put(i, result)
             for tap, data in result.emitted:
                 emitted[tap].append((i, data))
             i += 1
@@ -676,14 +671,17 @@ class _Bound:
         self.args = (view, offs, lens, stamps, lts)
         self.bind()
 
-    def append(self, t: int, i: int, data: bytes) -> None:
-        """A slow-path packet's form on tap ``t`` (the outputs grow, and are bound again, when
-        the tap buffer is full)."""
-        if not self.bound.append(t, i, data):
-            self.out.grow_if_short(len(data))  # tap t lacks that room: its buffer grows to fit
-            self.bind()
-            if not self.bound.append(t, i, data):
+    def put(self, i: int, result: Result) -> None:
+        """A slow-path packet's verdict, reason and tap forms (the outputs grow, and are bound
+        again, when a tap buffer is full)."""
+        taps = result.taps
+        while True:
+            short = self.bound.put(i, result.verdict, result.reason, taps)
+            if short < 0:
+                return
+            if not self.out.grow_if_short(len(taps[TAPS[short]])):  # that tap's buffer grows to fit
                 raise AssertionError("a grown tap buffer still lacks room")
+            self.bind()
 
     def bind(self) -> None:
         out = self.out

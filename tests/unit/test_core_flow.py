@@ -398,3 +398,56 @@ def test_reproduces_is_render_compared(proto, kind, taps, payload, flip, drop, e
         forms[extra] = pkt
         expect = False
     assert ft.reproduces(idx, kind, pkt, 20, *forms) is expect
+
+
+def _bound_batch(frames, tap_bytes, linktypes=101):
+    """A FlowBatch over ``frames`` with ``tap_bytes`` of room in each tap buffer."""
+    n = len(frames)
+    lengths = np.array([len(f) for f in frames], np.int64)
+    offsets = np.concatenate(([0], np.cumsum(lengths[:-1]))).astype(np.int64)
+    arrays = {
+        "verdicts": np.zeros(n, np.uint8), "reasons": np.zeros(n, np.uint8),
+        "bufs": [np.zeros(tap_bytes, np.uint8) for _ in range(3)],
+        "idx": [np.zeros(n, np.int64) for _ in range(3)], "off": [np.zeros(n, np.int64) for _ in range(3)],
+        "src": [np.zeros(n, np.int64) for _ in range(3)], "head": [np.zeros(n, np.int32) for _ in range(3)],
+        "len": [np.zeros(n, np.int32) for _ in range(3)], "state": np.zeros(6, np.int64),
+    }
+    batch = _core.FlowBatch(b"".join(frames), offsets, lengths, np.arange(n, dtype=np.float64) + 0.5, linktypes,
+                            arrays["verdicts"], arrays["reasons"], arrays["bufs"], arrays["idx"], arrays["off"],
+                            arrays["src"], arrays["head"], arrays["len"], arrays["state"])
+    return batch, arrays
+
+
+def test_a_slow_path_result_is_put_whole_or_not_at_all():
+    """FlowBatch.put writes packet i's verdict, reason and every tap form as rows of the taps'
+    own bytes; when one tap lacks room it names that tap and writes nothing (the engine grows
+    the buffer and puts again)."""
+    frames = [b"first packet", b"second", b"third"]
+    batch, a = _bound_batch(frames, 16)
+    assert batch.put(1, 2, 7, {"lambda": b"abc", "internet": b"defgh"}) == -1
+    assert a["verdicts"].tolist() == [0, 2, 0] and a["reasons"].tolist() == [0, 7, 0]
+    assert a["state"].tolist() == [3, 0, 5, 1, 0, 1]  # bytes used per tap, then rows per tap
+    assert (a["idx"][0][0], a["off"][0][0], a["head"][0][0], a["len"][0][0]) == (1, 0, 3, 3)
+    assert bytes(a["bufs"][2][:5]) == b"defgh" and a["src"][2][0] == 0
+    before = (a["state"].copy(), a["verdicts"].copy(), [bytes(b) for b in a["bufs"]])
+    assert batch.put(2, 1, 0, {"lambda": b"x", "eni": b"y" * 17}) == 1  # the eni tap lacks room
+    assert (a["state"] == before[0]).all() and (a["verdicts"] == before[1]).all()
+    assert [bytes(b) for b in a["bufs"]] == before[2]
+    assert batch.put(2, 1, 0, {"lambda": b"", "eni": b"y" * 16}) == -1  # an empty form is a row too
+    assert a["state"].tolist() == [3, 16, 5, 2, 1, 1]
+    with pytest.raises(ValueError):
+        batch.put(0, 1, 0, {"wire": b"x"})
+    with pytest.raises(TypeError):
+        batch.put(0, 1, 0, {"lambda": bytearray(b"x")})
+    with pytest.raises(ValueError):
+        batch.put(3, 1, 0, {})
+
+
+def test_a_batch_gives_its_packets_back_with_time_and_link_type():
+    frames = [b"a", b"", b"ccc"]
+    batch, _ = _bound_batch(frames, 8)
+    assert [batch.packet(i) for i in range(3)] == [(b"a", 0.5, 101), (b"", 1.5, 101), (b"ccc", 2.5, 101)]
+    batch, _ = _bound_batch(frames, 8, np.array([1, 113, 101], np.int32))
+    assert [batch.packet(i)[2] for i in range(3)] == [1, 113, 101]
+    with pytest.raises(ValueError):
+        batch.packet(3)

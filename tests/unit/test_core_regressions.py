@@ -170,3 +170,25 @@ def test_the_first_reply_of_a_new_connection_is_forwarded_by_the_fast_path():
     # round 0 only, the replies and ACKs that crossed into the next flow-log window (the reply
     # is taught again there, which voids the ACK's kind learned in the old window)
     assert slow == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16], slow
+
+
+def _large_slow_packets(backend: str):
+    """New UDP flows with 1,400-byte payloads, one batch: every packet takes the slow path and
+    its tap forms outgrow the tap buffers sized for headers (64 bytes a packet)."""
+    import numpy as np
+
+    engine = engine_for(load_documents(ts.documents()), {"169.254.76.0/24": "fn"}, backend=backend)
+    frames = [ts.ip_packet(ts.SANDBOX, ts.SERVERS[k % len(ts.SERVERS)], ts.UDP, 42000 + k, 53,
+                           payload=bytes([k]) * 1400) for k in range(40)]
+    lengths = np.array([len(f) for f in frames], np.int64)
+    offsets = np.concatenate(([0], np.cumsum(lengths[:-1]))).astype(np.int64)
+    batch = engine.process_batch(b"".join(frames), offsets, lengths, ts.EPOCH + np.arange(40, dtype=np.float64))
+    return batch.verdicts.tolist(), batch.reasons.tolist(), {t: [(i, bytes(d)) for i, d in batch.taps[t]]
+                                                              for t in batch.taps}
+
+
+def test_slow_path_results_larger_than_the_tap_buffers_grow_them():
+    core, reference = _large_slow_packets("core"), _large_slow_packets("reference")
+    assert core == reference
+    assert sum(len(v) for v in reference[2].values()) >= 40
+    assert all(len(d) > 1400 for v in reference[2].values() for _, d in v)
