@@ -52,8 +52,8 @@ from __future__ import annotations
 
 import sys
 import weakref
-from time import perf_counter
 from collections.abc import Sequence
+from time import perf_counter
 
 import numpy as np
 
@@ -255,7 +255,7 @@ class CoreEngine:
     ``Dataplane``). ``expected_connections`` sizes the C table up front (it grows anyway)."""
 
     def __init__(self, model, sandboxes, options, expected_connections: int = 1024):
-        # the C port pools and parser: the same results as the reference's, several times faster
+        # the C port pools, parser and rewrites: the same results as the reference's, several times faster
         dp = self.dp = Dataplane(model, sandboxes, options, port_pool=_core.PortPool, nat_port_pool=_core.NatPortPool,
                                  parse=_parse, rewrite=_CRewrite)
         old = dp.flowlog
