@@ -93,12 +93,6 @@ def rewrite_dst(buf, parsed, new_dst, new_dport=None, offset=0):
 # Same tuples, same bytes (tests/unit/test_core_rewrite.py): ``(version, addr_at, addr bytes,
 # port_off, port bytes, ip_sum, l4_sum, l4_sum_noport)``.
 
-cdef inline uint64_t _rw_fold(uint64_t s) nogil:
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
-
-
 def rewrite_make(int version, bint dst, old_addr, new_addr, int old_port, int new_port):
     """``Rewrite.make`` for IPv4 in C (IPv6: the Python one)."""
     if version != 4:
@@ -121,49 +115,24 @@ def rewrite_make(int version, bint dst, old_addr, new_addr, int old_port, int ne
 
 
 def rewrite_apply(tuple rewrite, bytes ip, p):
-    """``Rewrite.apply`` in C: the rewritten copy of the IP packet ``ip`` (``p``: its Parsed)."""
-    cdef int version = rewrite[0]
-    cdef Py_ssize_t at = rewrite[1], port_off = rewrite[3]
+    """``Rewrite.apply`` in C: the rewritten copy of the IP packet ``ip`` (``p``: its Parsed), by
+    the in-place rewrite of ``rewrite_src`` / ``rewrite_dst`` (``hp_rewrite``: the same bytes as
+    ``Rewrite.apply`` for a packet of the connection, by test). IPv6, other protocols and
+    address fields outside ``ip``: the Python one."""
     cdef bytes addr = rewrite[2], port = rewrite[4]
-    cdef Py_ssize_t n = len(ip), alen = len(addr)
-    cdef int64_t l4 = p.l4
     cdef int proto = p.proto
-    if at < 0 or at + alen > n or len(port) != 2:
-        return _py_rewrite_apply(rewrite, ip, p)  # outside the header: the Python one's bytearray semantics
-    cdef uint64_t ip_sum = rewrite[5], l4_sum = rewrite[6], l4_sum_noport = rewrite[7]
-    out = PyBytes_FromStringAndSize(PyBytes_AS_STRING(ip), n)
-    cdef uint8_t *b = <uint8_t *>PyBytes_AS_STRING(out)
-    cdef const uint8_t *ab = <const uint8_t *>PyBytes_AS_STRING(addr)
+    cdef int64_t l4 = p.l4
+    if rewrite[0] != 4 or (proto != 6 and proto != 17) or len(addr) != 4 or len(port) != 2:
+        return _py_rewrite_apply(rewrite, ip, p)
+    cdef const uint8_t *a = <const uint8_t *>PyBytes_AS_STRING(addr)
     cdef const uint8_t *pp = <const uint8_t *>PyBytes_AS_STRING(port)
-    cdef uint64_t hc
-    cdef Py_ssize_t i, csum_at, port_at
-    cdef bint has_port
-    for i in range(alen):
-        b[at + i] = ab[i]
-    if version == 4:
-        hc = (b[10] << 8) | b[11]
-        hc = (~_rw_fold(((~hc) & 0xFFFF) + ip_sum)) & 0xFFFF
-        b[10] = hc >> 8
-        b[11] = hc & 0xFF
-    if l4 < 0:
-        return out
-    l4 = l4 - p.l3
-    csum_at = l4 + (16 if proto == 6 else 6)
-    port_at = l4 + port_off
-    has_port = port_at + 2 <= n
-    if has_port:
-        b[port_at] = pp[0]
-        b[port_at + 1] = pp[1]
-    if csum_at + 2 > n:
-        return out
-    hc = (b[csum_at] << 8) | b[csum_at + 1]
-    if proto == 17 and hc == 0 and version == 4:
-        return out
-    hc = (~_rw_fold(((~hc) & 0xFFFF) + (l4_sum if has_port else l4_sum_noport))) & 0xFFFF
-    if proto == 17 and hc == 0:
-        hc = 0xFFFF
-    b[csum_at] = hc >> 8
-    b[csum_at + 1] = hc & 0xFF
+    cdef Py_ssize_t n = len(ip)
+    out = PyBytes_FromStringAndSize(PyBytes_AS_STRING(ip), n)
+    if l4 >= 0:
+        l4 -= p.l3
+    if hp_rewrite(<uint8_t *>PyBytes_AS_STRING(out), n, 0, l4, 4, proto, rewrite[1] == 16,
+                  0, (<uint64_t>a[0] << 24) | (a[1] << 16) | (a[2] << 8) | a[3], (pp[0] << 8) | pp[1]) != HP_RW_OK:
+        return _py_rewrite_apply(rewrite, ip, p)
     return out
 
 

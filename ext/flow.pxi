@@ -370,38 +370,12 @@ cdef class FlowTable:
         """Entries waiting to be folded."""
         return self._t.ndirty
 
-    def render(self, idx, int kind, ip, int l4):
-        """The (lambda, eni, internet) forms the fast path would emit for IP packet ``ip`` (bytes,
-        L4 header at ``l4``) arriving as ``kind`` of entry ``idx`` with the entry's learned tap
-        flags; a tap the kind does not emit is None. ``ip`` must be an IPv4 TCP/UDP packet the
-        fast path would accept (ValueError otherwise)."""
-        cdef hp_conn *c = self._conn(idx)
-        cdef const uint8_t[::1] src = ip
-        cdef int64_t n = src.shape[0]
-        cdef uint8_t flags = c.kind[kind]
-        cdef hp_pkt p
-        cdef uint8_t *outs[3]
-        if not 0 <= kind < 3:
-            raise ValueError("kind must be 0, 1 or 2")
-        if n == 0 or not hp_flow_parse4(&src[0], n, 101, &p) or p.l4 != l4 or p.ip_len != n or p.proto != c.proto:
-            raise ValueError("not an IPv4 TCP/UDP packet of this entry the fast path would take")
-        out_l = bytearray(n)
-        out_e = bytearray(n)
-        out_i = bytearray(n)
-        cdef uint8_t[::1] vl = out_l
-        cdef uint8_t[::1] ve = out_e
-        cdef uint8_t[::1] vi = out_i
-        outs[0] = &vl[0]
-        outs[1] = &ve[0] if flags & HP_K_ENI else NULL
-        outs[2] = &vi[0] if flags & HP_K_INET else NULL
-        hp_flow_render(c, kind, &src[0], n, l4, outs, 1)
-        return (bytes(out_l), bytes(out_e) if flags & HP_K_ENI else None,
-                bytes(out_i) if flags & HP_K_INET else None)
-
     def reproduces(self, idx, int kind, bytes ip, int l4, lam, eni, inet):
-        """``render(idx, kind, ip, l4) == (lam, eni, inet)``, compared in C without making the
-        three bytes objects (the core's learning check, once per connection). The forms are
-        bytes (anything else is not equal)."""
+        """True when ``(lam, eni, inet)`` are the forms the fast path would emit for IP packet
+        ``ip`` (bytes, L4 header at ``l4``) arriving as ``kind`` of entry ``idx`` with the entry's
+        learned tap flags (None for a tap the kind does not emit), compared in C: the core's
+        learning check, once per connection. The forms are bytes (anything else is not equal);
+        ``ip`` must be an IPv4 TCP/UDP packet the fast path would accept (ValueError otherwise)."""
         cdef hp_conn *c = self._conn(idx)
         cdef int64_t n = len(ip)
         cdef const uint8_t *src = <const uint8_t *>PyBytes_AS_STRING(ip)
@@ -553,8 +527,8 @@ cdef class FlowBatch:
     def put(self, int64_t i, int verdict, int reason, dict taps):
         """A slow-path result of packet ``i``: its verdict and reason, and its form on each tap of
         ``taps`` (``{"lambda" | "eni" | "internet": bytes}``) as a row of that tap's own bytes
-        after its rows so far (``tap_state`` updated). Returns -1, or the index of a tap whose buffer lacks room (nothing written
-        then: the caller grows it, binds again and repeats)."""
+        after its rows so far (``tap_state`` updated). Returns -1, or the index of a tap whose
+        buffer lacks room (nothing written then: the caller grows it, binds again and repeats)."""
         cdef Py_ssize_t pos = 0
         cdef PyObject *kp
         cdef PyObject *vp
@@ -583,9 +557,9 @@ cdef class FlowBatch:
             need[t] = len(<bytes>value)
             src[t] = PyBytes_AS_STRING(value)
         for t in range(3):
-            if need[t] >= 0 and (self.st[3 + t] >= self.count or need[t] > self.b.tap_cap[t] - self.st[t]):
-                if self.st[3 + t] >= self.count:
-                    raise ValueError("tap rows full")
+            if need[t] >= 0 and self.st[3 + t] >= self.count:
+                raise ValueError("tap rows full")
+            if need[t] > self.b.tap_cap[t] - self.st[t]:
                 return t
         self.vv[i] = verdict
         self.rv[i] = reason

@@ -26,8 +26,9 @@
  * The fast path (hp_flow_run) forwards a packet only when everything it would do is known:
  * IPv4 TCP/UDP, parsed cleanly, not a fragment, time not going backwards, a learned kind of an
  * entry of the current generation and window, connection alive (ts < expires), NAT mapping not
- * idle, the TCP transition neither a reopen nor invalid under strict, counters not overflowing. Else it stops and returns the packet's index:
- * the caller runs the slow path for it and resumes after it. The slow path's timers (other
+ * idle, the TCP transition neither a reopen nor invalid under strict, counters not overflowing.
+ * Else it stops and returns the packet's index: the caller runs the slow path for it and resumes
+ * after it. The slow path's timers (other
  * connections' expiry, NAT idle) need no stop: they fire in time order whenever the slow path
  * next moves its clock, with the same results (a packet of a connection whose own timer ran out
  * stops here: the expiry and NAT idle checks above).

@@ -469,8 +469,8 @@ class CoreEngine:
         idx = entry.idx
         self._load(entry, conn)
         self.ft.learn(idx, kind, flags, window)
-        if not self.ft.reproduces(idx, kind, frame[p.l3 : p.l3 + p.ip_len], p.l4 - p.l3, taps["lambda"], taps.get("eni"),
-                                  taps.get("internet")):
+        if not self.ft.reproduces(idx, kind, frame[p.l3 : p.l3 + p.ip_len], p.l4 - p.l3, taps["lambda"],
+                                  taps.get("eni"), taps.get("internet")):
             self.ft.forget(idx, kind)
             return
         entry.records[kind] = [r for call in calls for r in call[0]]

@@ -150,10 +150,11 @@ class Rewrite:
         return bytes(buf)
 
 
-def _reply_rewrites(conn, make=Rewrite.make) -> tuple:
-    """A connection's reply Rewrites, made (and kept on its path) when its first reply comes:
-    sandbox-view reply -> VPC form, VPC form -> sandbox view (both destination), and reply ->
-    internet form when a NAT gateway translates it (else None)."""
+def _reply_rewrites(conn, make) -> tuple:
+    """A connection's reply Rewrites, made by ``make`` (``Rewrite.make`` or its C twin) and kept
+    on its path when its first reply comes: sandbox-view reply -> VPC form, VPC form -> sandbox
+    view (both destination), and reply -> internet form when a NAT gateway translates it (else
+    None)."""
     path = conn.path
     v = conn.version
     src, sport = conn.lambda_tuple[0], conn.lambda_tuple[1]

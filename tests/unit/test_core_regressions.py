@@ -102,7 +102,7 @@ def test_core_stats_account_for_every_packet_the_slow_path_took():
     stats = engine.core_stats()
     assert stats["slow_packets"] == len(slow) == 3
     assert summary["packets"] - stats["slow_packets"] == 40
-    assert stats["fast_seconds"] >= 0 and stats["slow_seconds"] >= 0
+    assert stats["fast_seconds"] > 0 and stats["slow_seconds"] > 0
     *_, reference = _timer_run("reference")
     assert reference.core_stats() is None
 
