@@ -70,7 +70,6 @@ __all__ = ["CoreEngine", "TapOutput"]
 
 _KIND_OUT, _KIND_REPLY, _KIND_VPC = _core.FLOW_KIND_OUT, _core.FLOW_KIND_REPLY, _core.FLOW_KIND_VPC
 _DIRECTION = {_KIND_OUT: "outbound", _KIND_REPLY: "reply", _KIND_VPC: "reply"}
-_TAP_INDEX = {name: i for i, name in enumerate(TAPS)}  # lambda, eni, internet: the C order
 
 
 def _parse(data, linktype: int = pk.RAW) -> pk.Parsed:
@@ -415,52 +414,55 @@ class CoreEngine:
         """Teach the C table the connection of a packet the slow path forwarded (see the module
         docstring); silently nothing when any fact is outside what the fast path reproduces."""
         p = self.dp.last_parsed  # the slow path's parse of this frame
-        if not p.ok or p.version != 4 or p.fragment or p.l4 < 0 or p.proto not in (PROTO_TCP, PROTO_UDP):
+        proto = p.proto
+        if (not p.ok or p.version != 4 or p.fragment or p.l4 < 0 or (proto != PROTO_TCP and proto != PROTO_UDP)
+                or not ts >= 0):
             return
-        if not ts >= 0:
-            return
-        tuple_ = (p.proto, p.src, p.sport, p.dst, p.dport)
-        if result.direction == "outbound":
-            candidates = ((K_OUT, _KIND_OUT),)
-        elif result.direction == "reply":
-            candidates = ((K_REPLY, _KIND_REPLY), (K_VPC, _KIND_VPC))
+        tuple_ = (proto, p.src, p.sport, p.dst, p.dport)
+        get = self.dp.table.get
+        direction = result.direction
+        if direction == "outbound":
+            kind, conn = _KIND_OUT, get((K_OUT,) + tuple_)
+        elif direction == "reply":
+            kind, conn = _KIND_REPLY, get((K_REPLY,) + tuple_)
+            if conn is None:
+                kind, conn = _KIND_VPC, get((K_VPC,) + tuple_)
         else:
             return
-        dp = self.dp
-        for tag, kind in candidates:
-            conn = dp.table.get((tag,) + tuple_)
-            if conn is not None:
-                break
-        else:
+        if conn is None:
             return
         path = conn.path
-        if (conn.version != 4 or path.gen != dp.gen or conn.last_seen != conn.nat_last_seen
+        if (conn.version != 4 or path.gen != self.dp.gen or conn.last_seen != conn.nat_last_seen
                 or (path.nat_pool is not None and path.nat_expired)
                 or result.eni_id != path.eni_id or result.function != conn.function):
             return
         s_ip, s_port, r_ip, r_port = conn.lambda_tuple
         e_ip, e_port, r2_ip, r2_port = conn.eni_tuple
-        if (r2_ip, r2_port) != (r_ip, r_port):
+        if r2_ip != r_ip or r2_port != r_port:
             return
         if kind == _KIND_OUT:
-            key = (s_ip, s_port, r_ip, r_port)
+            key = (proto, s_ip, s_port, r_ip, r_port)
         elif kind == _KIND_REPLY:
-            key = (r_ip, r_port, s_ip, s_port)
+            key = (proto, r_ip, r_port, s_ip, s_port)
         else:
-            key = (r_ip, r_port, e_ip, e_port)
-        if key != (p.src, p.sport, p.dst, p.dport):
+            key = (proto, r_ip, r_port, e_ip, e_port)
+        if key != tuple_:
             return
-        window = int(ts // 1) // self.interval
-        for recs, nbytes, t, flags in calls:  # records made for this packet's time: in its window
-            if nbytes != p.ip_len or t != ts or flags != p.tcp_flags:
+        nbytes, flags = p.ip_len, p.tcp_flags
+        records = []
+        for recs, n, t, f in calls:  # records made for this packet's time: in its window
+            if n != nbytes or t != ts or f != flags:
                 return
+            records += recs
         taps = result.taps
-        if "lambda" not in taps or not taps.keys() <= _TAP_INDEX.keys():
+        lam = taps.get("lambda")
+        eni, inet = taps.get("eni"), taps.get("internet")
+        if lam is None or len(taps) != (1 + (eni is not None) + (inet is not None)):
             return
-        flags = _kind_flags("eni" in taps, "internet" in taps, path)
+        ft = self.ft
         entry = self._entry_of.get(conn)
         if entry is None:
-            idx = self.ft.alloc(conn.proto)
+            idx = ft.alloc(proto)
             entry = self._entry_of[conn] = _Entry(idx, conn, (conn.generation, path.gen))
             entries = self._entries
             if idx >= len(entries):
@@ -468,12 +470,12 @@ class CoreEngine:
             entries[idx] = entry
         idx = entry.idx
         self._load(entry, conn)
-        self.ft.learn(idx, kind, flags, window)
-        if not self.ft.reproduces(idx, kind, frame[p.l3 : p.l3 + p.ip_len], p.l4 - p.l3, taps["lambda"],
-                                  taps.get("eni"), taps.get("internet")):
-            self.ft.forget(idx, kind)
+        window = int(ts // 1) // self.interval
+        ft.learn(idx, kind, _kind_flags(eni is not None, inet is not None, path), window)
+        if not ft.reproduces(idx, kind, frame[p.l3 : p.l3 + nbytes], p.l4 - p.l3, lam, eni, inet):
+            ft.forget(idx, kind)
             return
-        entry.records[kind] = [r for call in calls for r in call[0]]
+        entry.records[kind] = records
         self.learned += 1
         if kind == _KIND_OUT:
             self._learn_reply_ahead(idx, conn, window)
