@@ -269,6 +269,10 @@ def is_invalid(direction: int, flags: int, state: int) -> bool:
     return TRANSITIONS[direction][FLAG_CLASS[flags & 0xFF]][state] == IV
 
 
+#: The NONE column of the ORIGINAL rows (what pickup_state reads), by flag class.
+_PICKUP = tuple(row[TcpState.NONE] for row in TRANSITIONS[Direction.ORIGINAL])
+
+
 def pickup_state(flags: int, strict: bool = False) -> TcpState | None:
     """The state a connection starts in when a sandbox packet with these flags matches no tracked
     connection, or ``None`` when it cannot start one (the dataplane: ``invalid-state``).
@@ -283,7 +287,7 @@ def pickup_state(flags: int, strict: bool = False) -> TcpState | None:
       connection that is being torn down is not worth a port, and a RST or FIN answered by no
       one would only hold the tuple until its timer runs out.
     """
-    new = TRANSITIONS[Direction.ORIGINAL][FLAG_CLASS[flags & 0xFF]][TcpState.NONE]
+    new = _PICKUP[FLAG_CLASS[flags & 0xFF]]
     if new == sSS:
         return sSS
     if new == sES and not strict:

@@ -47,6 +47,7 @@ _IG = tcpstate.IG
 _TRANSITIONS = tcpstate.TRANSITIONS
 _FLAG_CLASS = tcpstate.FLAG_CLASS
 _SYN_SENT, _TIME_WAIT, _CLOSE = tcpstate.sSS, tcpstate.sTW, tcpstate.sCL
+_NONE = tcpstate.TcpState.NONE
 
 
 class UdpState(enum.IntEnum):
@@ -219,26 +220,36 @@ class ConnTable:
         already tracked; nothing is changed then."""
         if conn._keys:
             raise ValueError("connection is already tracked")
-        if conn.proto != PROTO_TCP and conn.proto != PROTO_UDP:
-            raise ValueError(f"protocol {conn.proto} is not tracked (TCP and UDP only)")
-        if conn.proto == PROTO_TCP and conn.state == tcpstate.TcpState.NONE:
+        proto = conn.proto
+        if proto != PROTO_TCP and proto != PROTO_UDP:
+            raise ValueError(f"protocol {proto} is not tracked (TCP and UDP only)")
+        if proto == PROTO_TCP and conn.state == _NONE:
             raise ValueError("a TCP connection cannot be stored in state NONE")
-        if self.full:
+        conns = self._conns
+        if self.max_connections is not None and len(conns) >= self.max_connections:  # self.full
             raise ConntrackFull(f"{self.max_connections} connections tracked")
-        keys = tuple(dict.fromkeys(keys))
+        keys = keys if type(keys) is tuple else tuple(keys)
         if not keys:
             raise ValueError("a connection needs at least one key")
+        # Claim every key with one lookup each (no key of an untracked connection maps to it, so
+        # finding ``conn`` means this call claimed it); a taken key gives the claimed ones back.
         by_key = self._by_key
+        before = len(by_key)
+        claim = by_key.setdefault
         for key in keys:
-            if key in by_key:
-                raise ValueError(f"key {key!r} already belongs to {by_key[key]!r}")
-        for key in keys:
-            by_key[key] = conn
+            owner = claim(key, conn)
+            if owner is not conn:
+                for claimed in keys[: keys.index(key)]:
+                    by_key.pop(claimed, None)
+                raise ValueError(f"key {key!r} already belongs to {owner!r}")
+        if len(by_key) - before != len(keys):  # a key given twice is kept once
+            keys = tuple(dict.fromkeys(keys))
         conn._keys = keys
-        self._conns[conn] = None
-        if len(self._conns) > self.peak:
-            self.peak = len(self._conns)
-        conn.expires = conn.last_seen + self.timeout_of(conn)
+        conns[conn] = None
+        if len(conns) > self.peak:
+            self.peak = len(conns)
+        conn.expires = conn.last_seen + (  # + self.timeout_of(conn)
+            self._tcp_timeout if proto == PROTO_TCP else self._udp_timeout)[conn.state]
         self._queue(conn, conn.expires)
 
     def remove(self, conn: Conn) -> None:

@@ -43,6 +43,8 @@ R = DropReason
 #: of the garbage collector's sight; DropReason members would not).
 I = types.SimpleNamespace(**{r.name: int(r) for r in DropReason})
 FORWARDED = Verdict.FORWARDED
+#: ``DropReason.NONE`` once: reaching an enum member through its class costs ~70 ns in 3.11.
+NO_DROP = DropReason.NONE
 DROPPED = Verdict.DROPPED
 TCP, UDP = 6, 17
 _NO_TAPS: dict = {}
@@ -247,6 +249,11 @@ S_SG, S_NACL, S_ROUTE, S_NAT_ALLOC, S_NAT_ROUTE, S_LOG, S_NOTE, S_SG_FN, S_BLOCK
 _SUBNET_STEPS = frozenset({S_NACL, S_ROUTE, S_NAT_ROUTE})
 ENI_PORT = -1
 
+#: Steps that a walk opening a connection passes over without effect when nothing is traced:
+#: notes, the function's own SG egress (checked before the ENI was chosen) and the route (planned
+#: under the same configuration a moment before; its subnet exists). See Dataplane._at_creation.
+_IDLE_AT_CREATION = frozenset({S_NOTE, S_SG_FN, S_ROUTE})
+
 #: What planning decides besides the steps (the Path attributes a cached plan restores).
 _PLANNED = ("untracked", "target", "route_label", "dest_id", "kind", "internet", "nat_pool", "nat_id")
 
@@ -371,6 +378,7 @@ class Dataplane:
         self._lambda_pools: dict[str, tuple[int, PortPool]] = {}
         self._hp_addresses: dict[tuple[int, int], str] = {}
         self._plans: dict[tuple, tuple] = {}  # see _plan
+        self._egress: dict[tuple, tuple] = {}  # see _decide_egress
         self._known_enis: set[str] = set()
         self._frags: dict = {}
         self._frag_heap: list = []
@@ -431,6 +439,7 @@ class Dataplane:
         if changed:
             self.policy.invalidate_members()
             self._plans = {}
+            self._egress = {}
 
     def _hp_members(self, group_id: str):
         if self.control is None:
@@ -619,16 +628,17 @@ class Dataplane:
     def _open(self, p: pk.Parsed, ip: bytes, now: float, ts: float, function: str, pinned) -> Result:
         """A sandbox packet matching no connection: try to open one."""
         trace = self.trace
+        control = self.control
         v, proto, src, sport, dst, dport = p.version, p.proto, p.src, p.sport, p.dst, p.dport
         taps = {"lambda": ip}
         if trace is not None:
             self._hop("sandbox", function, "send", f"{pk.int_to_ip(src, v)}:{sport} -> {pk.int_to_ip(dst, v)}:{dport}")
-        ok, status = self.control.invoke(function, now)
+        ok, status = control.invoke(function, now)
         if not ok:
             if trace is not None:
                 self._hop("function", function, "deny", f"state {status.state.value}")
             return self._drop(R.FUNCTION_NOT_ACTIVE, function, None, taps, "outbound", function)
-        fn = self.control.function(function)
+        fn = control.function(function)
         if trace is not None:
             self._hop("function", function, "allow", "state Active")
         initial = ConnTable.initial_state(proto, p.tcp_flags, self.strict)
@@ -638,20 +648,18 @@ class Dataplane:
             return self._drop(R.CONNTRACK_FULL, function, None, taps, "outbound", function)
         if not fn.in_vpc:
             return self._open_lambda_vpc(p, ip, now, ts, function, initial, taps)
-        subnet_id = self.control.subnet_for(function, src, pinned)
+        subnet_id = control.subnet_for(function, src, pinned)
         subnet = self.policy.subnets[subnet_id]
         if v == 6 and not (fn.ipv6_allowed_for_dual_stack and subnet.dual_stack):
             if trace is not None:
                 self._hop("function", function, "drop", "IPv6 needs Ipv6AllowedForDualStack and a dual-stack subnet")
             return self._drop(R.NO_ROUTE, function, None, taps, "outbound", function)
-        groups = tuple(dict.fromkeys(fn.security_group_ids))
-        policy = self.policy
-        exempt = policy.is_exempt(v, dst, proto, dport)
+        groups, exempt, rule = (self._egress.get((fn.security_group_ids, v, proto, dst, dport))
+                                or self._decide_egress(fn, v, proto, dst, dport))
         if exempt:
             if trace is not None:
                 self._hop("security-group", ",".join(groups), "pass", "Amazon-provided service: not filtered")
         else:
-            rule = policy.sg_match(groups, True, proto, v, dst, dport)
             if trace is not None:
                 self._hop("security-group", ",".join(groups), "allow" if rule else "deny",
                           "egress " + ("matched" if rule else "no rule allows it"), rule)
@@ -659,66 +667,59 @@ class Dataplane:
                 self._log_sg_egress_reject(function, subnet_id, p, ts)
                 return self._drop(R.SG_EGRESS, groups[0] if groups else function, None, taps, "outbound", function)
         # ENI and source port (V2N) [AWS-FACTS 1]
-        pools = self._ports
-        lo, hi = self.options.port_range
-
-        def accept(eni) -> bool:
-            pool = pools.get(eni.id)
-            if pool is None:
-                pool = pools[eni.id] = self._port_pool(lo, hi, self.options.seed)
-            return pool.can_allocate(proto, dst, dport)
-
-        eni = self.control.open_connection(function, subnet_id, now, accept, commit=False)
+        eni = control.open_connection(function, subnet_id, now, functools.partial(self._port_free, proto, dst, dport),
+                                      commit=False)
         if eni is None:
-            refusal = self.control.last_refusal
+            refusal = control.last_refusal
             detail = refusal.reason.value if refusal is not None else ""
-            full = [e.id for e in self.control.enis_of(function) if e.subnet_id == subnet_id]
+            full = [e.id for e in control.enis_of(function) if e.subnet_id == subnet_id]
             component = full[0] if full else subnet_id
             if trace is not None:
                 self._hop("hyperplane-eni", component, "drop", f"no connection slot ({detail})")
             return self._drop(R.PORT_EXHAUSTION, component, detail or None, taps, "outbound", function)
-        if eni.id not in self._known_enis:
+        eni_id = eni.id
+        if eni_id not in self._known_enis:
             self._refresh_enis()
-        pool = pools[eni.id]
+        pool = self._ports[eni_id]
         port = pool.allocate(proto, dst, dport, hint=(src << 16) | sport)
         eni_addr = eni.private_ip if v == 4 else eni.ipv6_address
         if eni_addr is None:  # a dual-stack subnet whose ENI got no IPv6 address
             pool.release(proto, port, dst, dport)
-            self.control.close_connection(eni.id)
-            return self._drop(R.NO_ROUTE, eni.id, None, taps, "outbound", function)
+            control.close_connection(eni_id)
+            return self._drop(R.NO_ROUTE, eni_id, None, taps, "outbound", function)
         eni_ip = int(eni_addr)
         path = Path("exempt" if exempt else "vpc")
         path.proto, path.version = proto, v
-        path.eni_id, path.subnet_id, path.eni_ip, path.eni_port = eni.id, subnet_id, eni_ip, port
+        path.eni_id, path.subnet_id, path.eni_ip, path.eni_port = eni_id, subnet_id, eni_ip, port
         path.pool, path.slot = pool, True
         path.fwd = self._make(v, False, src, eni_ip, sport, port)
         if trace is not None:
-            self._hop("hyperplane-eni", eni.id, "translate", f"source -> {eni_addr}:{port} (V2N)")
+            self._hop("hyperplane-eni", eni_id, "translate", f"source -> {eni_addr}:{port} (V2N)")
         eni_form = self._apply(path.fwd, ip, p)
         taps["eni"] = eni_form
         try:
-            if not exempt:
-                self._plan(path, groups, p, eni_ip)
-            block, logs = self._walk(path, path.out_steps, create=True)
+            # an exempt destination has no steps (the path's lists stay empty)
+            out_create, back_create = ((), ()) if exempt else self._plan(path, groups, p, eni_ip)
+            block, logs = self._walk(path, out_create if trace is None else path.out_steps, create=True)
             if block is not None:
                 self._log(logs, p, ts)
                 raise _Block(R(block[0]), block[1], block[2])
         except _Block as blocked:
             self._undo(path, proto, dst, dport)
-            return self._drop(blocked.reason, blocked.component, blocked.rule, taps, "outbound", function, eni.id)
+            return self._drop(blocked.reason, blocked.component, blocked.rule, taps, "outbound", function, eni_id)
         self.trace = None  # the reply leg is traced when a reply comes
-        path.back = self._walk(path, path.back_steps, create=True)
+        path.back = self._walk(path, back_create, create=True)
         self.trace = trace
         path.gen = self.gen
         path.out = (None, logs)
-        conn = Conn(proto, v, function, eni.id, initial, (src, sport, dst, dport), (eni_ip, port, dst, dport), now,
+        conn = Conn(proto, v, function, eni_id, initial, (src, sport, dst, dport), (eni_ip, port, dst, dport), now,
                     p.ip_len, p.tcp_flags)
         conn.path = path
         conn.untracked = path.untracked
         conn.dest_interface_id = path.dest_id
         self.table.add(conn, ((K_OUT, proto, src, sport, dst, dport), (K_REPLY, proto, dst, dport, src, sport),
                               (K_VPC, proto, dst, dport, eni_ip, port)))
-        self.control.commit_connection(eni)
+        control.commit_connection(eni)
         self.connections_opened += 1
         if path.nat_pool is not None:
             self._nat_seq += 1
@@ -728,11 +729,37 @@ class Dataplane:
         if trace is not None and exempt:
             self._hop("service", pk.int_to_ip(dst, v), "forward", "Amazon-provided service")
         self._log(logs, p, ts)
-        self._note_fragment(p, ip, conn, "out", now)
+        if p.fragment:
+            self._note_fragment(p, ip, conn, "out", now)
         self.forwarded += 1
         if trace is not None:
             self._hop("verdict", "-", "forward", "request delivered")
-        return Result(FORWARDED, R.NONE, None, None, taps, eni.id, "outbound", function)
+        return Result(FORWARDED, NO_DROP, None, None, taps, eni_id, "outbound", function)
+
+    def _decide_egress(self, fn, v: int, proto: int, dst: int, dport: int) -> tuple:
+        """The function's own side of a new connection, ``(groups, exempt, rule)``: its security
+        groups (each once, in order), whether the destination is an Amazon-provided service that
+        security groups do not filter, and else the groups' egress rule that allows the connection
+        (None: refused). Kept in ``_egress`` per security groups and destination: the answer
+        depends only on the configuration and on group membership (``Policy.members``), so
+        ``_egress`` is emptied with the plans, when either changes (``update_config``,
+        ``_refresh_enis``)."""
+        groups = tuple(dict.fromkeys(fn.security_group_ids))
+        exempt = self.policy.is_exempt(v, dst, proto, dport)
+        rule = None if exempt else self.policy.sg_match(groups, True, proto, v, dst, dport)
+        if len(self._egress) >= PLAN_CACHE_SIZE:
+            self._egress = {}
+        decided = self._egress[fn.security_group_ids, v, proto, dst, dport] = (groups, exempt, rule)
+        return decided
+
+    def _port_free(self, proto: int, dst: int, dport: int, eni) -> bool:
+        """``open_connection``'s ``accept`` (bound to the connection by a partial): the ENI's
+        source-port pool, made on first use, has a port left for this destination."""
+        pool = self._ports.get(eni.id)
+        if pool is None:
+            lo, hi = self.options.port_range
+            pool = self._ports[eni.id] = self._port_pool(lo, hi, self.options.seed)
+        return pool.can_allocate(proto, dst, dport)
 
     def _undo(self, path: Path, proto: int, dst: int, dport: int) -> None:
         """Give back the port, slot and NAT port of a connection that was refused on its path."""
@@ -777,10 +804,11 @@ class Dataplane:
         return Result(FORWARDED, R.NONE, None, None, taps, None, "outbound", function)
 
     # --- planning a path ------------------------------------------------------------------------
-    def _plan(self, path: Path, groups: tuple, p: pk.Parsed, eni_ip: int) -> None:
+    def _plan(self, path: Path, groups: tuple, p: pk.Parsed, eni_ip: int) -> tuple:
         """Give ``path`` its steps and planned attributes: those of an earlier connection from
         the same ENI subnet and groups to the same destination, else newly laid out. The plans are
-        dropped with the configuration and when the Hyperplane ENIs change."""
+        dropped with the configuration and when the Hyperplane ENIs change. Returns the two legs'
+        steps as the untraced walks that open the connection need them (:meth:`_at_creation`)."""
         key = (path.subnet_id, groups, p.version, p.proto, p.dst, p.dport, path.eni_id, eni_ip)
         plan = self._plans.get(key)
         if plan is None:
@@ -788,11 +816,43 @@ class Dataplane:
             path.out_steps, path.back_steps = _texted(path.out_steps, p.version), _texted(path.back_steps, p.version)
             if len(self._plans) >= PLAN_CACHE_SIZE:
                 self._plans = {}
-            self._plans[key] = (path.out_steps, path.back_steps) + tuple(getattr(path, a) for a in _PLANNED)
-            return
+            plan = self._plans[key] = (path.out_steps, path.back_steps, self._at_creation(path.out_steps, p.proto),
+                                       self._at_creation(path.back_steps, p.proto)) + tuple(
+                                           getattr(path, a) for a in _PLANNED)
+            return plan[2], plan[3]
         path.proto = p.proto
-        (path.out_steps, path.back_steps, path.untracked, path.target, path.route_label, path.dest_id, path.kind,
-         path.internet, path.nat_pool, path.nat_id) = plan
+        (path.out_steps, path.back_steps, out_create, back_create, path.untracked, path.target, path.route_label,
+         path.dest_id, path.kind, path.internet, path.nat_pool, path.nat_id) = plan
+        return out_create, back_create
+
+    def _at_creation(self, steps: tuple, proto: int) -> tuple:
+        """A leg's steps as the untraced walk opening a connection (``create=True``) needs them,
+        under the current configuration: without the steps that walk passes over
+        (``_IDLE_AT_CREATION``), the NACL checks that allow the connection whatever its ports,
+        and a NAT gateway subnet route that leads out. A step that passes changes nothing in a
+        walk without a trace, so the rest gives the leg's block and logs. These decisions depend on
+        the configuration only (no group membership, no port, no time): they hold as long as the
+        plan that keeps them (plans are dropped with the configuration)."""
+        policy = self.policy
+        subnets = policy.subnets
+        kept = []
+        for step in steps:
+            kind = step[0]
+            if kind in _IDLE_AT_CREATION:
+                continue
+            if kind == S_NACL and step[1] in subnets:
+                _, subnet_id, egress, v, peer, port, _reason = step
+                acl_id = subnets[subnet_id].nacl_id
+                if port is None or port == ENI_PORT:  # the connection's port: only if no port matters
+                    decision = policy.nacl_any_port(acl_id, egress, proto, v, peer)
+                else:
+                    decision = policy.nacl_check(acl_id, egress, proto, v, peer, port)
+                if decision is not None and decision.allow:
+                    continue
+            elif kind == S_NAT_ROUTE and step[1] in subnets and self._nat_route(step)[2] is None:
+                continue
+            kept.append(step)
+        return tuple(kept)
 
     def _lay_out(self, path: Path, groups: tuple, p: pk.Parsed, eni_ip: int, port: int) -> None:
         """Choose the route and lay out the steps of both legs [AWS-FACTS 2-6]: the function's SG
@@ -975,13 +1035,7 @@ class Dataplane:
         subnets = policy.subnets
         for step in steps:
             kind = step[0]
-            if kind == S_NOTE:
-                if trace is not None and block is None:
-                    self._hop(step[1], step[2], step[3], step[4], step[5])
-                continue
-            if kind in _SUBNET_STEPS and step[1] not in subnets:  # the subnet left the configuration
-                return (I.NO_ROUTE, step[1], None), tuple(logs)
-            if kind == S_LOG:
+            if kind == S_LOG:  # the commonest step first
                 _, eni_id, src, dst, sport, dport, direction, extra = step
                 if sport is None:
                     sport = path.nat_port
@@ -995,11 +1049,17 @@ class Dataplane:
                 if block is not None:
                     break
                 continue
+            if kind == S_NOTE:
+                if trace is not None and block is None:
+                    self._hop(step[1], step[2], step[3], step[4], step[5])
+                continue
+            if kind in _SUBNET_STEPS and step[1] not in subnets:  # the subnet left the configuration
+                return (I.NO_ROUTE, step[1], None), tuple(logs)
             if block is not None:
                 continue  # looking for the log point that records the reject
             if kind == S_NACL:
                 _, subnet_id, egress, v, peer, port, reason = step
-                acl_id = policy.subnets[subnet_id].nacl_id
+                acl_id = subnets[subnet_id].nacl_id
                 if port is None:
                     port = path.nat_port
                 elif port == ENI_PORT:
@@ -1050,23 +1110,33 @@ class Dataplane:
                 if trace is not None:
                     self._hop("nat-gateway", nat_id, "translate", f"source -> {pk.int_to_ip(got[0])}:{got[1]}")
             elif kind == S_NAT_ROUTE:
-                _, subnet_id, v, dst, private, nat_id = step
-                table_id = policy.subnets[subnet_id].route_table_id or subnet_id
-                hit = policy.route(table_id, v, dst)
+                table_id, hit, refused = self._nat_route(step)
                 if trace is not None:
                     self._hop("route-table", table_id, "drop" if hit is None or hit.blackhole else "forward",
                               "NAT gateway subnet: " + ("no route" if hit is None else f"to {hit.target_id}"),
                               hit.label if hit else None)
-                if hit is None or hit.kind in ("local", "nat"):
-                    return (I.NO_ROUTE, table_id, hit.label if hit else None), tuple(logs)
-                if hit.blackhole:
-                    return (I.BLACKHOLE_ROUTE, table_id, hit.label), tuple(logs)
-                if hit.kind == "igw" and private:
-                    # "Private NAT gateway traffic sent to an internet gateway is dropped" [AWS-FACTS 5]
-                    return (I.NO_PUBLIC_IP, nat_id, hit.label), tuple(logs)
+                if refused is not None:
+                    return refused, tuple(logs)
             elif kind == S_BLOCK:
                 return (step[1], step[2], step[3]), tuple(logs)
         return block, tuple(logs)
+
+    def _nat_route(self, step: tuple) -> tuple:
+        """A ``nat-route`` step: ``(route table id, route hit or None, block or None)``: the NAT
+        gateway's subnet must route the destination out (not local, not to a NAT gateway, not a
+        blackhole; a private NAT gateway not to an internet gateway)."""
+        _, subnet_id, v, dst, private, nat_id = step
+        policy = self.policy
+        table_id = policy.subnets[subnet_id].route_table_id or subnet_id
+        hit = policy.route(table_id, v, dst)
+        if hit is None or hit.kind in ("local", "nat"):
+            return table_id, hit, (I.NO_ROUTE, table_id, hit.label if hit else None)
+        if hit.blackhole:
+            return table_id, hit, (I.BLACKHOLE_ROUTE, table_id, hit.label)
+        if hit.kind == "igw" and private:
+            # "Private NAT gateway traffic sent to an internet gateway is dropped" [AWS-FACTS 5]
+            return table_id, hit, (I.NO_PUBLIC_IP, nat_id, hit.label)
+        return table_id, hit, None
 
     def _recheck(self, conn: Conn, skip_sticky: bool = True) -> None:
         """Re-derive a connection's cached decisions under the current configuration: NACLs and
@@ -1264,6 +1334,7 @@ class Dataplane:
         self.policy = Policy(model, _WeakMembers(self))
         self.gen += 1
         self._plans = {}
+        self._egress = {}
         if self.control is not None:
             self.control.update_model(model, self._now)
             self._refresh_enis()

@@ -60,25 +60,23 @@ class PrefixMap:
     probed from the longest length present. Insertion keeps the first value given for a prefix
     unless ``replace`` says otherwise (the caller inserts in priority order)."""
 
-    __slots__ = ("version", "_tables", "_lengths")
+    __slots__ = ("version", "_tables", "_probes")
 
     def __init__(self, version: int) -> None:
         self.version = version
         self._tables: dict[int, dict[int, object]] = {}
-        self._lengths: tuple[tuple[int, int, dict], ...] = ()
+        self._probes: tuple[tuple[int, dict], ...] = ()  # (mask, table), longest prefix first
 
     def add(self, net: int, plen: int, value, replace: bool = False) -> None:
         table = self._tables.setdefault(plen, {})
         key = net & _mask(self.version, plen)
         if replace or key not in table:
             table[key] = value
-        self._lengths = tuple(
-            (p, _mask(self.version, p), self._tables[p]) for p in sorted(self._tables, reverse=True)
-        )
+        self._probes = tuple((_mask(self.version, p), self._tables[p]) for p in sorted(self._tables, reverse=True))
 
     def lookup(self, address: int):
         """The value of the longest prefix holding ``address``, or None."""
-        for _plen, mask, table in self._lengths:
+        for mask, table in self._probes:
             value = table.get(address & mask)
             if value is not None:
                 return value
@@ -87,7 +85,7 @@ class PrefixMap:
     def lookup_all(self, address: int) -> list:
         """Every value whose prefix holds ``address``, longest prefix first."""
         out = []
-        for _plen, mask, table in self._lengths:
+        for mask, table in self._probes:
             value = table.get(address & mask)
             if value is not None:
                 out.append(value)
@@ -367,10 +365,24 @@ class Policy:
         """The id of the first rule (in group order, then rule order) of the union of
         ``group_ids`` that allows the packet, or None. ``peer`` is the destination for egress and
         the source for ingress; ``port`` is the destination port."""
+        rules = self._sg_rules
         for group_id in group_ids:
-            for rule in self._sg_rules.get((group_id, egress), ()):
-                if rule.covers(proto, port) and self._peer_matches(rule, version, peer):
-                    return rule.id
+            for rule in rules.get((group_id, egress), ()):
+                # rule.covers(proto, port) and self._peer_matches(rule, version, peer), inline (every
+                # new connection asks)
+                protocol = rule.protocol
+                if protocol != PROTO_ALL:
+                    if protocol != proto:
+                        continue
+                    if (proto == 6 or proto == 17) and not rule.port_from <= port <= rule.port_to:
+                        continue
+                if rule.kind == "group":
+                    if peer in self.members(rule.group):
+                        return rule.id
+                    continue
+                for v, net, mask in rule.nets:
+                    if v == version and peer & mask == net:
+                        return rule.id
         return None
 
     def sg_untracked(self, group_ids, initiated_egress: bool, proto: int, version: int, port: int) -> bool:
@@ -407,6 +419,22 @@ class Policy:
                     continue
                 if (proto == 6 or proto == 17) and not rule.port_from <= port <= rule.port_to:
                     continue
+            return decision
+        return self._nacl_rules.get((acl_id, egress, "*")) or NaclDecision(False, acl_id, "*")
+
+    def nacl_any_port(self, acl_id: Optional[str], egress: bool, proto: int, version: int, peer: int) -> Optional[NaclDecision]:
+        """The decision :meth:`nacl_check` gives for every port, or None when the port can matter
+        (a rule limited to some ports would be consulted before the deciding one)."""
+        if acl_id is None:
+            return _NO_NACL
+        for rule, decision in self._nacl_rules.get((acl_id, egress), ()):
+            if rule.version != version or peer & rule.mask != rule.net:
+                continue
+            if rule.protocol != PROTO_ALL:
+                if rule.protocol != proto:
+                    continue
+                if (proto == 6 or proto == 17) and not (rule.port_from <= 0 and rule.port_to >= 65535):
+                    return None
             return decision
         return self._nacl_rules.get((acl_id, egress, "*")) or NaclDecision(False, acl_id, "*")
 

@@ -144,6 +144,64 @@ def test_a_new_connection_is_planned_under_the_configuration_of_its_time(make_en
     assert engine.process(tcp(SB, NET, 40003, 443), 3.0).forwarded
 
 
+def test_a_new_configuration_decides_new_connections_to_known_destinations_afresh(make_engine):
+    """What opening a connection keeps per destination under one configuration (the function's
+    SG egress decision, ``Dataplane._egress``; the NACL checks a plan leaves out because they
+    allow every port, ``Dataplane._at_creation``) is dropped with it: the next new connection to
+    a destination already decided meets the new rules, on both legs."""
+    b = standard_vpc()
+    engine = make_engine(b.build())
+    assert engine.process(tcp(SB, DB, 40000, 5432), 1.0).forwarded
+    assert engine.process(tcp(SB, NET, 40000, 443), 1.0).forwarded
+    b.sg("sg-fn", egress=[rule("tcp", 443, cidr="0.0.0.0/0")])
+    engine.update_config(b.build())
+    refused = engine.process(tcp(SB, DB, 40001, 5432), 2.0)
+    assert (refused.reason, refused.component) == (DropReason.SG_EGRESS, "sg-fn")
+    b.sg("sg-fn", egress=[rule("all", cidr="0.0.0.0/0")])
+    b.nacl("acl-app", ["subnet-app"], ingress=[acl(50, "deny", "tcp", "10.0.2.0/24"), acl(100, "allow")],
+           egress=[acl(50, "deny", "tcp", "0.0.0.0/0", 443), acl(100, "allow")])
+    engine.update_config(b.build())
+    refused = engine.process(tcp(SB, NET, 40002, 443), 3.0)
+    assert (refused.reason, refused.component, refused.rule) == (DropReason.NACL_EGRESS, "acl-app", "50")
+    opened = engine.process(tcp(SB, DB, 40003, 5432), 3.0)
+    assert opened.forwarded
+    _, port = eni_endpoint(opened)
+    reply = engine.process(tcp(DB, ENI_IP, 5432, port, "SA", ack=1001), 3.5)
+    assert (reply.reason, reply.component, reply.rule) == (DropReason.NACL_INGRESS, "acl-app", "50")
+
+
+def test_a_new_hyperplane_eni_decides_the_function_egress_afresh(make_engine):
+    """The function's SG egress decision kept per destination (``Dataplane._egress``) depends on
+    group membership, which the Hyperplane ENIs are part of: a new (overflow) ENI drops it. Here
+    sg-fn allows port 80 to sg-fn's members only; the overflow ENI's address becomes one."""
+    b = standard_vpc()
+    b.sg("sg-fn", egress=[rule("tcp", 5432, group="sg-db"), rule("tcp", 80, group="sg-fn")])
+    engine = make_engine(b.build(), eni_capacity=1)
+    overflow_ip = "10.0.1.5"  # the next free address of subnet-app, after ENI_IP
+    refused = engine.process(tcp(SB, overflow_ip, 40000, 80), 1.0)
+    assert (refused.reason, refused.component) == (DropReason.SG_EGRESS, "sg-fn")
+    first = engine.process(tcp(SB, DB, 40001, 5432), 2.0)
+    second = engine.process(tcp(SB, DB, 40002, 5432), 3.0)  # the first ENI is full: an overflow ENI
+    assert first.forwarded and second.forwarded and second.eni_id != first.eni_id
+    assert str(engine.control.get_eni(second.eni_id).private_ip) == overflow_ip
+    # a member now: the egress rule allows it, and V2N carries nothing into a Hyperplane ENI
+    again = engine.process(tcp(SB, overflow_ip, 40003, 80), 4.0)
+    assert (again.reason, again.component) == (DropReason.UNSOLICITED_INBOUND, second.eni_id)
+
+
+def test_what_opening_keeps_per_destination_stays_bounded(make_engine, monkeypatch):
+    """Plans and the function's egress decisions start over past PLAN_CACHE_SIZE destinations (a
+    scan of the address space must not grow them without bound)."""
+    from hyperplane.reference import dataplane
+
+    monkeypatch.setattr(dataplane, "PLAN_CACHE_SIZE", 4)
+    engine = make_engine(standard_vpc().build())
+    for k in range(10):
+        assert engine.process(tcp(SB, f"198.51.100.{k + 1}", 40000 + k, 443), 1.0).forwarded
+    dp = getattr(engine._impl, "dp", engine._impl)  # the core backend's slow path, or the reference
+    assert 0 < len(dp._plans) <= 4 and 0 < len(dp._egress) <= 4
+
+
 def test_shared_plans_change_nothing_a_replay_shows():
     """The demo (a NAT gateway, a security-group reference, NACL- and SG-refused connections, an
     overflow ENI) replayed with plans shared per destination and with every connection planned

@@ -48,6 +48,50 @@ def test_a_key_cannot_belong_to_two_connections():
     assert len(table) == 1
 
 
+def test_a_refused_add_changes_nothing():
+    """A taken key: ValueError naming its owner, and the keys listed before it are not kept."""
+    table = ConnTable()
+    first = make(table)
+    conn = Conn(6, 4, "fn", "eni-1", TcpState.SYN_SENT, (SANDBOX, 40001, DST, 5432), (ENI, 2000, DST, 5432), 0.0)
+    fresh = ("l", 6, SANDBOX, 40001, DST, 5432)
+    with pytest.raises(ValueError, match="already belongs to Conn"):
+        table.add(conn, [fresh, fresh, first.keys[1], ("x",)])
+    assert table.get(fresh) is None and table.get(("x",)) is None and table.get(first.keys[1]) is first
+    assert not conn.alive and len(table) == 1 and len(table._by_key) == 2
+    table.add(conn, iter([fresh]))  # an iterable of keys is fine
+    assert conn.keys == (fresh,) and table.get(fresh) is conn
+
+
+def test_add_keeps_a_repeated_key_once():
+    table = ConnTable()
+    a, b = ("l", 6, SANDBOX, 40000, DST, 5432), ("v", 6, DST, 5432, ENI, 2000)
+    conn = make(table, keys=(a, b, a, b))
+    assert conn.keys == (a, b) and len(table._by_key) == 2
+    table.remove(conn)
+    assert table.get(a) is None and table.get(b) is None and not table._by_key
+
+
+def test_add_refuses_what_it_cannot_track():
+    table = ConnTable(max_connections=1)
+    key = ("l", 6, SANDBOX, 40000, DST, 5432)
+    tracked = make(table, keys=[key])
+    with pytest.raises(ValueError, match="already tracked"):
+        table.add(tracked, [("other",)])
+    table = ConnTable(max_connections=1)
+    for proto, state, match in ((1, 0, "protocol 1 is not tracked"), (6, TcpState.NONE, "state NONE")):
+        conn = Conn(proto, 4, "fn", "eni-1", state, (SANDBOX, 1, DST, 2), (ENI, 3, DST, 2), 0.0)
+        with pytest.raises(ValueError, match=match):
+            table.add(conn, [key])
+    conn = Conn(6, 4, "fn", "eni-1", TcpState.SYN_SENT, (SANDBOX, 1, DST, 2), (ENI, 3, DST, 2), 0.0)
+    with pytest.raises(ValueError, match="at least one key"):
+        table.add(conn, ())
+    assert not table._by_key and len(table) == 0
+    table.add(conn, [key])
+    with pytest.raises(ConntrackFull):
+        table.add(Conn(17, 4, "fn", "eni-1", UdpState.UNREPLIED, (SANDBOX, 1, DST, 2), (ENI, 3, DST, 2), 0.0), [("u",)])
+    assert len(table._by_key) == 1
+
+
 def test_new_connection_timer_comes_from_its_state():
     table = ConnTable()
     syn = make(table, now=100.0)
