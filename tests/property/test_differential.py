@@ -222,3 +222,52 @@ def test_tap_outputs_stay_valid_while_held_and_do_not_follow_a_writable_input():
     assert fast.core_stats()["stops"].get("end", 0) > 0
     for got, want in held:
         assert {tap: list(v) for tap, v in got.taps.items()} == want
+
+
+class _Afresh(Dataplane):
+    """The reference deciding every new connection from scratch: its per-destination caches (the
+    plans with their opening legs, ``_plans``, and the function's egress decisions, ``_egress``)
+    are emptied before each one. Those caches live in the executable specification itself, where
+    the core/reference comparison above cannot see them (both backends share them)."""
+
+    def _open(self, *args):
+        self._plans = {}
+        self._egress = {}
+        return super()._open(*args)
+
+
+@settings(max_examples=40, deadline=None)
+@given(scenario=st.integers(0, len(SCENARIOS) - 1),
+       batches=st.lists(st.lists(event, min_size=1, max_size=25), min_size=1, max_size=6),
+       change_at=st.integers(0, 6))
+def test_the_reference_caches_decide_as_deciding_afresh(scenario, batches, change_at):
+    """Every result (verdict, reason, component, rule, taps), the connections, the summary, the
+    flow logs and explain's traces are the same with the caches as without them. Every
+    destination is opened first, so the caches hold a decision for each before the configuration
+    changes (in every example) and the traffic and explain probes after the change use them."""
+    variant, options = SCENARIOS[scenario]
+    model = _model(variant)
+    sandboxes = [Sandbox("fn", ipaddress.ip_network(SANDBOX_NET))]
+    cached, afresh = Dataplane(model, sandboxes, options), _Afresh(model, sandboxes, options)
+    warm_up = [("out", 3, b, "syn", 0) for b in range(len(DESTINATIONS))]
+    change_at = 1 + min(change_at, len(batches))
+    t = 1_000.0
+    for n, events in enumerate([warm_up] + batches + [[]]):
+        if n == change_at:
+            changed = _model((variant + 1) % 4)
+            cached.update_config(changed)
+            afresh.update_config(changed)
+        frames, stamps, t = _packets(events, cached, t)
+        for f, s in zip(frames, stamps):
+            a, b = cached.process(f, s), afresh.process(f, s)
+            assert (a.verdict, a.reason, a.component, a.rule, a.taps, a.emitted, a.eni_id, a.direction) == \
+                   (b.verdict, b.reason, b.component, b.rule, b.taps, b.emitted, b.eni_id, b.direction)
+        assert _conn_view(cached) == _conn_view(afresh)
+    assert cached.summary() == afresh.summary()
+    assert [r.format(cached.flow_log_fields) for r in cached.flow_logs()] == \
+           [r.format(afresh.flow_log_fields) for r in afresh.flow_logs()]
+    for dst, dport, proto in DESTINATIONS:
+        a = cached.explain("fn", ipaddress.ip_address(dst), dport, proto)
+        b = afresh.explain("fn", ipaddress.ip_address(dst), dport, proto)
+        assert (a.verdict, a.reason, a.component, a.rule, a.hint, a.hops) == \
+               (b.verdict, b.reason, b.component, b.rule, b.hint, b.hops)
