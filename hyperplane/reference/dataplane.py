@@ -569,9 +569,10 @@ class Dataplane:
     # --- outbound -------------------------------------------------------------------------------
     def _from_sandbox(self, p: pk.Parsed, ip: bytes, now: float, ts: float, sandbox) -> Result:
         function, pinned = sandbox
-        bad = self._protocol_ok(p)
-        if bad is not None:
-            return self._drop(bad, function, None, direction="outbound", function=function)
+        if p.fragment or (p.proto != TCP and p.proto != UDP):  # else _protocol_ok passes it
+            bad = self._protocol_ok(p)
+            if bad is not None:
+                return self._drop(bad, function, None, direction="outbound", function=function)
         if p.l4 < 0:  # a later UDP fragment
             conn, direction = self._fragment_conn(p, ip)
             if conn is None:
@@ -700,16 +701,19 @@ class Dataplane:
         try:
             # an exempt destination has no steps (the path's lists stay empty)
             out_create, back_create = ((), ()) if exempt else self._plan(path, groups, p, eni_ip)
-            block, logs = self._walk(path, out_create if trace is None else path.out_steps, create=True)
+            block, logs = self._walk(path, out_create if trace is None else path.out_steps, True)
             if block is not None:
                 self._log(logs, p, ts)
                 raise _Block(R(block[0]), block[1], block[2])
         except _Block as blocked:
             self._undo(path, proto, dst, dport)
             return self._drop(blocked.reason, blocked.component, blocked.rule, taps, "outbound", function, eni_id)
-        self.trace = None  # the reply leg is traced when a reply comes
-        path.back = self._walk(path, back_create, create=True)
-        self.trace = trace
+        if trace is None:
+            path.back = self._walk(path, back_create, True)
+        else:  # the reply leg is traced when a reply comes
+            self.trace = None
+            path.back = self._walk(path, back_create, True)
+            self.trace = trace
         path.gen = self.gen
         path.out = (None, logs)
         conn = Conn(proto, v, function, eni_id, initial, (src, sport, dst, dport), (eni_ip, port, dst, dport), now,
@@ -728,7 +732,8 @@ class Dataplane:
             taps["internet"] = self._apply(path.nat_fwd, eni_form, p) if path.nat_fwd is not None else eni_form
         if trace is not None and exempt:
             self._hop("service", pk.int_to_ip(dst, v), "forward", "Amazon-provided service")
-        self._log(logs, p, ts)
+        if logs:  # self._log(logs, p, ts)
+            self.flowlog.add_all(logs, proto, p.ip_len, ts, p.tcp_flags)
         if p.fragment:
             self._note_fragment(p, ip, conn, "out", now)
         self.forwarded += 1
@@ -806,33 +811,41 @@ class Dataplane:
     # --- planning a path ------------------------------------------------------------------------
     def _plan(self, path: Path, groups: tuple, p: pk.Parsed, eni_ip: int) -> tuple:
         """Give ``path`` its steps and planned attributes: those of an earlier connection from
-        the same ENI subnet and groups to the same destination, else newly laid out. The plans are
-        dropped with the configuration and when the Hyperplane ENIs change. Returns the two legs'
-        steps as the untraced walks that open the connection need them (:meth:`_at_creation`)."""
-        key = (path.subnet_id, groups, p.version, p.proto, p.dst, p.dport, path.eni_id, eni_ip)
+        the same ENI (which fixes the subnet and, per IP version, the address ``eni_ip``) and
+        groups to the same destination, else newly laid out. The plans are dropped with the
+        configuration and when the Hyperplane ENIs change. Returns the two legs' steps as the
+        untraced walks that open the connection need them (:meth:`_at_creation`)."""
+        key = (path.eni_id, groups, p.version, p.proto, p.dst, p.dport)
         plan = self._plans.get(key)
         if plan is None:
             self._lay_out(path, groups, p, eni_ip, ENI_PORT)
             path.out_steps, path.back_steps = _texted(path.out_steps, p.version), _texted(path.back_steps, p.version)
             if len(self._plans) >= PLAN_CACHE_SIZE:
                 self._plans = {}
-            plan = self._plans[key] = (path.out_steps, path.back_steps, self._at_creation(path.out_steps, p.proto),
+            plan = self._plans[key] = (path.out_steps, path.back_steps, self._at_creation(path.out_steps, p.proto, True),
                                        self._at_creation(path.back_steps, p.proto)) + tuple(
                                            getattr(path, a) for a in _PLANNED)
             return plan[2], plan[3]
-        path.proto = p.proto
         (path.out_steps, path.back_steps, out_create, back_create, path.untracked, path.target, path.route_label,
          path.dest_id, path.kind, path.internet, path.nat_pool, path.nat_id) = plan
         return out_create, back_create
 
-    def _at_creation(self, steps: tuple, proto: int) -> tuple:
+    def _at_creation(self, steps: tuple, proto: int, request: bool = False) -> tuple:
         """A leg's steps as the untraced walk opening a connection (``create=True``) needs them,
         under the current configuration: without the steps that walk passes over
-        (``_IDLE_AT_CREATION``), the NACL checks that allow the connection whatever its ports,
-        and a NAT gateway subnet route that leads out. A step that passes changes nothing in a
-        walk without a trace, so the rest gives the leg's block and logs. These decisions depend on
-        the configuration only (no group membership, no port, no time): they hold as long as the
-        plan that keeps them (plans are dropped with the configuration)."""
+        (``_IDLE_AT_CREATION``), the NACL checks that allow the connection whatever its ports
+        (any port its ENI's or NAT gateway's pool hands out), and a NAT gateway subnet route that
+        leads out. A step that passes changes nothing in a walk without a trace, so the rest gives
+        the leg's block and logs. These decisions depend on the configuration only (no group
+        membership, no port, no time): they hold as long as the plan that keeps them (plans are
+        dropped with the configuration).
+
+        On the ``request`` leg, a security-group check with a fixed port that only log points
+        precede is decided here too, when it allows: the opening walk, which runs right after the
+        planning, would decide it before anything could stop it, reading the same group
+        memberships (``Policy.members``). Those stay cached as long as the plan lives (both are
+        dropped when the Hyperplane ENIs or the configuration change), so every later walk of
+        the plan would decide it the same."""
         policy = self.policy
         subnets = policy.subnets
         kept = []
@@ -843,13 +856,18 @@ class Dataplane:
             if kind == S_NACL and step[1] in subnets:
                 _, subnet_id, egress, v, peer, port, _reason = step
                 acl_id = subnets[subnet_id].nacl_id
-                if port is None or port == ENI_PORT:  # the connection's port: only if no port matters
-                    decision = policy.nacl_any_port(acl_id, egress, proto, v, peer)
+                if port is None:  # the NAT gateway's port: any its pools hand out
+                    decision = policy.nacl_ports(acl_id, egress, proto, v, peer, *self.options.nat_port_range)
+                elif port == ENI_PORT:  # the ENI's port: any its pool hands out
+                    decision = policy.nacl_ports(acl_id, egress, proto, v, peer, *self.options.port_range)
                 else:
                     decision = policy.nacl_check(acl_id, egress, proto, v, peer, port)
                 if decision is not None and decision.allow:
                     continue
             elif kind == S_NAT_ROUTE and step[1] in subnets and self._nat_route(step)[2] is None:
+                continue
+            elif (kind == S_SG and request and step[5] != ENI_PORT and all(s[0] == S_LOG for s in kept)
+                  and policy.sg_match(step[1], step[2], proto, step[3], step[4], step[5]) is not None):
                 continue
             kept.append(step)
         return tuple(kept)

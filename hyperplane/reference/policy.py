@@ -425,6 +425,14 @@ class Policy:
     def nacl_any_port(self, acl_id: Optional[str], egress: bool, proto: int, version: int, peer: int) -> Optional[NaclDecision]:
         """The decision :meth:`nacl_check` gives for every port, or None when the port can matter
         (a rule limited to some ports would be consulted before the deciding one)."""
+        return self.nacl_ports(acl_id, egress, proto, version, peer, 0, 65535)
+
+    def nacl_ports(self, acl_id: Optional[str], egress: bool, proto: int, version: int, peer: int, lo: int,
+                   hi: int) -> Optional[NaclDecision]:
+        """The decision :meth:`nacl_check` gives for every port from ``lo`` to ``hi``, or None when
+        the port within that range can matter: a rule whose port range holds some of those ports
+        but not all would be consulted before the deciding one (a rule holding none of them is
+        passed over by every port of the range; one holding all of them decides for each)."""
         if acl_id is None:
             return _NO_NACL
         for rule, decision in self._nacl_rules.get((acl_id, egress), ()):
@@ -433,8 +441,11 @@ class Policy:
             if rule.protocol != PROTO_ALL:
                 if rule.protocol != proto:
                     continue
-                if (proto == 6 or proto == 17) and not (rule.port_from <= 0 and rule.port_to >= 65535):
-                    return None
+                if proto == 6 or proto == 17:
+                    if rule.port_to < lo or rule.port_from > hi:
+                        continue  # no port of the range
+                    if not (rule.port_from <= lo and rule.port_to >= hi):
+                        return None
             return decision
         return self._nacl_rules.get((acl_id, egress, "*")) or NaclDecision(False, acl_id, "*")
 

@@ -168,6 +168,31 @@ def test_a_new_configuration_decides_new_connections_to_known_destinations_afres
     _, port = eni_endpoint(opened)
     reply = engine.process(tcp(DB, ENI_IP, 5432, port, "SA", ack=1001), 3.5)
     assert (reply.reason, reply.component, reply.rule) == (DropReason.NACL_INGRESS, "acl-app", "50")
+    # the destination's SG (decided when the plan was made: only log points come before it)
+    b.sg("sg-db", ingress=[rule("tcp", 5433, group="sg-fn")], egress=[rule("all", cidr="0.0.0.0/0")])
+    engine.update_config(b.build())
+    refused = engine.process(tcp(SB, DB, 40004, 5432), 4.0)
+    assert (refused.reason, refused.component) == (DropReason.SG_INGRESS, "sg-db")
+
+
+def test_planning_reads_no_group_membership_the_opening_walk_would_not(make_engine):
+    """A plan decides the destination's security-group check of the opening walk in advance
+    only when nothing can stop that walk before it (log points only): here the destination
+    subnet's NACL refuses the connection first, so sg-db's reference to sg-fn (the group whose
+    membership includes the Hyperplane ENIs) is never read, as the walk alone would not read it;
+    once the NACL lets the connection through, it is read."""
+    b = standard_vpc()
+    b.nacl("acl-db", ["subnet-db"], ingress=[acl(50, "deny", "tcp", "10.0.1.0/24", 5432), acl(100, "allow")],
+           egress=[acl(100, "allow")])
+    engine = make_engine(b.build())
+    refused = engine.process(tcp(SB, DB, 40000, 5432), 1.0)
+    assert (refused.reason, refused.component, refused.rule) == (DropReason.NACL_INGRESS, "acl-db", "50")
+    dp = getattr(engine._impl, "dp", engine._impl)  # the core backend's slow path, or the reference
+    assert "sg-fn" not in dp.policy._members_cache
+    b.nacl("acl-db", ["subnet-db"], ingress=[acl(100, "allow")], egress=[acl(100, "allow")])
+    engine.update_config(b.build())
+    assert engine.process(tcp(SB, DB, 40001, 5432), 2.0).forwarded
+    assert "sg-fn" in dp.policy._members_cache
 
 
 def test_a_new_hyperplane_eni_decides_the_function_egress_afresh(make_engine):

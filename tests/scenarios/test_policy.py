@@ -69,6 +69,36 @@ def test_nacl_any_port_is_the_decision_of_every_port_or_none():
     assert policy.nacl_any_port(None, True, 6, 4, 1).allow  # no NACL: everything passes
 
 
+def test_nacl_ports_is_the_decision_of_every_port_of_the_range_or_none():
+    """``nacl_ports`` (what a plan uses to leave out the NACL checks of the ports an ENI's or a
+    NAT gateway's pool hands out) answers only when every port of the range gets that decision:
+    a rule holding none of the range is passed over, one holding part of it leaves it open."""
+    b = standard_vpc()
+    b.nacl("acl-x", ["subnet-app"], ingress=[acl(100, "deny", "tcp", "10.0.2.0/24", (0, 1023)), acl(110, "allow", "udp"),
+                                            acl(120, "deny", "tcp", "10.0.3.0/24", (5000, 6000)),
+                                            acl(200, "allow", "tcp", "10.0.0.0/16")],
+           egress=[acl(100, "allow", "tcp", "10.0.2.0/24", (1024, 65535))])
+    policy = Policy(b.build())
+    ranges = ((1024, 65535), (0, 1023), (0, 65535), (1000, 1100), (5432, 5432), (6001, 65535), (4000, 5000))
+    for proto in (6, 17):
+        for ip in ("10.0.2.15", "10.0.3.9", "10.0.9.9", "8.8.8.8"):
+            for egress in (False, True):
+                peer = ip_to_int(ip)
+                for lo, hi in ranges:
+                    every = {policy.nacl_check("acl-x", egress, proto, 4, peer, port)
+                             for port in {lo, hi, (lo + hi) // 2, 1023, 1024, 5000, 6000, 6001} if lo <= port <= hi}
+                    decision = policy.nacl_ports("acl-x", egress, proto, 4, peer, lo, hi)
+                    assert decision is None or every == {decision}, (proto, ip, egress, lo, hi)
+    ports = lambda egress, ip, lo, hi: policy.nacl_ports("acl-x", egress, 6, 4, ip_to_int(ip), lo, hi)  # noqa: E731
+    assert ports(True, "10.0.2.15", 1024, 65535).allow  # the ENIs' ports: all of them allowed
+    assert ports(True, "10.0.2.15", 0, 65535) is None  # ... but not every port is (nacl_any_port)
+    assert ports(False, "10.0.2.15", 1024, 65535).rule == "200"  # rule 100 holds none of them
+    assert ports(False, "10.0.2.15", 1000, 1100) is None  # rule 100 holds some
+    assert (ports(False, "10.0.2.15", 0, 1023).allow, ports(False, "10.0.2.15", 0, 1023).rule) == (False, "100")
+    assert ports(False, "10.0.3.9", 1024, 65535) is None and ports(False, "10.0.3.9", 6001, 65535).rule == "200"
+    assert policy.nacl_ports(None, True, 6, 4, 1, 1024, 65535).allow  # no NACL: everything passes
+
+
 def test_sg_untracked_condition():
     b = standard_vpc()
     b.sg("sg-open", ingress=[rule("all", cidr="0.0.0.0/0")], egress=[rule("tcp", 443, cidr="0.0.0.0/0")])
