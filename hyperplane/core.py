@@ -154,9 +154,10 @@ class _Entry:
 
 
 class _Listener:
-    """``ConnTable.listener`` of the slow path: forwards updates and removals to the engine
-    (held weakly: the engine owns the slow path, and a cycle would keep a finished engine and
-    every connection it tracked alive until a full garbage collection)."""
+    """``ConnTable.listener`` of the slow path: hands updated connections to the engine and frees
+    the flow entry of a removed one (the engine is held weakly: it owns the slow path, and a cycle
+    would keep a finished engine and every connection it tracked alive until a full garbage
+    collection)."""
 
     __slots__ = ("engine",)
 
@@ -167,9 +168,17 @@ class _Listener:
         self.engine()._touched.append(conn)
 
     def conn_removed(self, conn) -> None:
+        """The connection left the table (expired, or closed by the slow path): its flow entry,
+        if it has one, is free. Done here, not in an engine method: it runs for every connection."""
         engine = self.engine()
-        if engine is not None:  # an engine being freed releases its connections
-            engine._drop_entry(conn)
+        if engine is None:  # an engine being freed releases its connections
+            return
+        entry = engine._entry_of.pop(conn, None)
+        if entry is not None:
+            idx = entry.idx
+            engine.ft.release(idx)
+            engine._entries[idx] = None
+            engine._ahead.pop(idx, None)
 
     def __deepcopy__(self, memo):
         return None  # explain's throwaway copy of the slow path has no fast path
@@ -351,14 +360,6 @@ class CoreEngine:
         dp = self.dp
         if dp._now is not None and self.ft.now > dp._now:
             dp._advance(self.ft.now)
-
-    def _drop_entry(self, conn) -> None:
-        entry = self._entry_of.pop(conn, None)
-        if entry is not None:
-            idx = entry.idx
-            self.ft.release(idx)
-            self._entries[idx] = None
-            self._ahead.pop(idx, None)
 
     def _load(self, entry: "_Entry", conn) -> None:
         """The slow path's view of ``conn`` into its entry."""

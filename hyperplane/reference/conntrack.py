@@ -25,12 +25,14 @@ Time: a connection is alive while ``now < expires``; :meth:`ConnTable.expire` re
 
 Observers: :attr:`ConnTable.listener` (None by default) is told of every :meth:`ConnTable.update`
 (``listener.conn_updated(conn)``) and every removal (``listener.conn_removed(conn)``). The core
-backend (``hyperplane/core.py``) uses it to keep its C flow table in step with this table.
+backend (``hyperplane/core.py``) uses it to keep its C flow table in step with this table. A
+listener must not change the table: ``conn_removed`` is called from inside
+:meth:`ConnTable.expire`.
 """
 from __future__ import annotations
 
 import enum
-import heapq
+from heapq import heappop, heappush
 from typing import Hashable, Iterable, Iterator, Mapping
 
 from hyperplane import limits, tcpstate
@@ -112,7 +114,7 @@ class Conn:
         self.path = None
         self._last_dir = ORIGINAL
         self._keys: tuple = ()
-        self._queued = None  # time of this connection's live heap entry, None when not queued
+        self._queued = None  # time of this connection's live timer entry, None when not queued
 
     @property
     def alive(self) -> bool:
@@ -152,14 +154,20 @@ def _timeout_table(timeouts: Mapping) -> dict[Timeout, float]:
 class ConnTable:
     """The connections of one dataplane, their keys and their timers.
 
-    Expiry uses a heap with lazy invalidation: each connection has at most one *live* entry, at
-    the time it was queued (``_queued``). Refreshing a timer to a later time pushes nothing; when
-    that entry surfaces, the connection is re-queued at its current ``expires``. A timer moved
-    *earlier* (ESTABLISHED -> CLOSE) pushes a new entry and the old one becomes stale. So
-    :meth:`expire` costs O(1) when nothing is due and O(log n) per entry popped.
+    Expiry uses timer entries with lazy invalidation: each connection has at most one *live*
+    entry, at the time it was queued (``_queued``). Refreshing a timer to a later time queues
+    nothing; when that entry comes due, the connection is re-queued at its current ``expires``. A
+    timer moved *earlier* (ESTABLISHED -> CLOSE) queues a new entry and the old one becomes stale.
+    Entries come due in time order, ties in the order they were queued (a stale entry keeps its
+    place: one at the same time as the live entry stands for it).
+
+    The entries are kept per time: ``_timers`` maps a time to the connections queued for it, in
+    queue order, and ``_times`` is a heap of those times (each once). It gives the order of a heap
+    of ``(time, sequence number, conn)``, but the heap compares floats only and holds one item per
+    distinct time. So :meth:`expire` costs O(1) when nothing is due and O(log n) per time popped.
     """
 
-    __slots__ = ("_by_key", "_conns", "_heap", "_seq", "_tcp_timeout", "_udp_timeout",
+    __slots__ = ("_by_key", "_conns", "_timers", "_times", "_tcp_timeout", "_udp_timeout",
                  "max_connections", "peak", "listener")
 
     def __init__(self, timeouts: Mapping = limits.TIMEOUTS, max_connections: int | None = None):
@@ -171,8 +179,8 @@ class ConnTable:
         self.max_connections = max_connections
         self._by_key: dict[Hashable, Conn] = {}
         self._conns: dict[Conn, None] = {}  # insertion-ordered set: deterministic iteration
-        self._heap: list = []
-        self._seq = 0
+        self._timers: dict[float, list[Conn]] = {}  # time -> connections queued for it, in order
+        self._times: list[float] = []  # heap of the times of _timers, each once
         self.peak = 0
         #: told of updates and removals (see the module docstring); None: nobody listens
         self.listener = None
@@ -253,13 +261,12 @@ class ConnTable:
         self._queue(conn, conn.expires)
 
     def remove(self, conn: Conn) -> None:
-        """Forget ``conn`` and all its keys (its heap entry goes stale). No-op if not tracked."""
+        """Forget ``conn`` and all its keys (its timer entry goes stale). No-op if not tracked."""
         if not conn._keys or conn not in self._conns:
             return
         by_key = self._by_key
         for key in conn._keys:
-            if by_key.get(key) is conn:
-                del by_key[key]
+            del by_key[key]  # every key of a tracked connection is its own (add refuses a taken key)
         del self._conns[conn]
         conn._keys = ()
         conn._queued = None
@@ -313,31 +320,34 @@ class ConnTable:
         """Remove and return every connection whose timer ran out (``expires <= now``), in
         expiry order (ties: the order they were queued). The caller frees their ports and ENI
         slots."""
-        heap = self._heap
+        times, timers = self._times, self._timers
         expired = []
-        while heap and heap[0][0] <= now:
-            when, _, conn = heapq.heappop(heap)
-            if conn._queued != when or not conn._keys:
-                continue  # stale: removed, or re-queued at an earlier time
-            if conn.expires > now:
-                conn._queued = None
-                self._queue(conn, conn.expires)  # refreshed since it was queued
-                continue
-            self.remove(conn)
-            expired.append(conn)
+        while times and times[0] <= now:
+            when = heappop(times)
+            for conn in timers.pop(when):
+                if conn._queued != when or not conn._keys:
+                    continue  # stale: removed, or re-queued at an earlier time
+                if conn.expires > now:
+                    self._queue(conn, conn.expires)  # refreshed since it was queued
+                    continue
+                self.remove(conn)
+                expired.append(conn)
         return expired
 
     def reschedule(self, conn: Conn) -> None:
         """``conn.expires`` was set from outside :meth:`update` (the core's fast path folding its
-        state back): queue it when that is earlier than its live heap entry, as a refresh would."""
+        state back): queue it when that is earlier than its live timer entry, as a refresh would."""
         if conn._keys and (conn._queued is None or conn.expires < conn._queued):
             self._queue(conn, conn.expires)
 
     # --- internals ---------------------------------------------------------------------------
     def _queue(self, conn: Conn, when: float) -> None:
-        self._seq += 1
+        """A new entry for ``conn`` at ``when``, after every entry already queued for that time."""
         conn._queued = when
-        heapq.heappush(self._heap, (when, self._seq, conn))
+        queued = self._timers.setdefault(when, [])
+        if not queued:  # a time with no entry yet
+            heappush(self._times, when)
+        queued.append(conn)
 
     def _refresh(self, conn: Conn, now: float) -> None:
         expires = now + self.timeout_of(conn)

@@ -280,3 +280,111 @@ def test_expire_matches_a_full_scan(ops):
             table.update(conn, REPLY if op == "r" else ORIGINAL,
                          RST if op == "r" and index % 3 == 0 else ACK, now)
         assert len(table) == len(conns)
+
+
+def test_expiry_ties_come_in_the_order_the_timers_were_queued():
+    """Same time: queue order, not creation nor key order; a timer refreshed to a later time is
+    queued again only when its old entry comes due, so it goes after what was queued before."""
+    table = ConnTable()
+    c = make(table, proto=17, now=0.0, sport=3)    # 30
+    a = make(table, proto=17, now=0.0, sport=1)    # 30
+    b = make(table, proto=17, now=0.0, sport=2)    # 30
+    assert table.expire(30.0) == [c, a, b]
+
+    x = make(table, proto=17, now=100.0, sport=4)  # queued at 130
+    table.update(x, ORIGINAL, 0, 110.0)            # expires 140: nothing queued yet
+    y = make(table, proto=17, now=110.0, sport=5)  # queued at 140
+    assert table.expire(135.0) == []               # x's entry at 130 comes due: x queued at 140, after y
+    assert table.expire(140.0) == [y, x]
+
+    x = make(table, proto=17, now=200.0, sport=4)  # queued at 230
+    table.update(x, ORIGINAL, 0, 210.0)            # expires 240
+    y = make(table, proto=17, now=210.0, sport=5)  # queued at 240
+    assert table.expire(240.0) == [x, y]           # x's entry at 230 was due: x expires in its place
+
+
+def test_a_stale_entry_at_the_live_time_stands_for_the_connection():
+    table = ConnTable()
+    x = make(table, proto=17, now=70.0, sport=1)   # entry at 100
+    x.expires = 50.0
+    table.reschedule(x)                            # entry at 50; the one at 100 is stale
+    y = make(table, proto=17, now=70.0, sport=2)   # entry at 100, after x's stale one
+    x.expires = 100.0                              # refreshed (as the core's fold does): nothing queued
+    assert table.expire(60.0) == []                # the entry at 50: x queued again at 100, after y
+    assert table.expire(100.0) == [x, y]           # x's first entry at 100 is live again: it goes first
+
+
+class _TimerModel:
+    """ConnTable's documented expiry, written out plainly: a list of (time, queue number, conn)
+    entries walked in that order, at most one live entry per connection (lazy invalidation)."""
+
+    def __init__(self):
+        self.entries, self.seq, self.queued, self.alive = [], 0, {}, set()
+
+    def queue(self, conn, when):
+        self.seq += 1
+        self.queued[conn] = when
+        self.entries.append((when, self.seq, conn))
+
+    def added(self, conn):
+        self.alive.add(conn)
+        self.queue(conn, conn.expires)
+
+    def changed(self, conn):
+        """After an update or a reschedule: queued when earlier than the live entry."""
+        if conn in self.alive and (self.queued[conn] is None or conn.expires < self.queued[conn]):
+            self.queue(conn, conn.expires)
+
+    def removed(self, conn):
+        self.alive.discard(conn)
+        self.queued[conn] = None
+
+    def expire(self, now):
+        out = []
+        while any(e[0] <= now for e in self.entries):
+            entry = min(e for e in self.entries if e[0] <= now)
+            self.entries.remove(entry)
+            when, _, conn = entry
+            if conn not in self.alive or self.queued[conn] != when:
+                continue
+            if conn.expires > now:
+                self.queue(conn, conn.expires)
+                continue
+            self.removed(conn)
+            out.append(conn)
+        return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 9), st.sampled_from(["add", "upd", "resched", "rm"]),
+                          st.integers(0, 3), st.integers(-3, 4), st.sampled_from([ACK, SYN, FIN, RST])),
+                max_size=80),
+       st.sampled_from([1.0, 2.0, 3.0]), st.sampled_from([1.0, 2.0, 5.0]))
+def test_expire_order_matches_the_documented_walk(ops, short, long):
+    """Integer times and short timeouts give many ties: every expire returns exactly what the
+    plain (time, queue number) walk returns, in the same order."""
+    timeouts = {key: (short if i % 2 else long) for i, key in enumerate(Timeout)}
+    table, model = ConnTable(timeouts), _TimerModel()
+    conns = {}
+    now = 0.0
+    for index, op, dt, delta, flags in ops:
+        now += dt
+        assert table.expire(now) == model.expire(now)
+        for gone in [i for i, c in conns.items() if not c.alive]:
+            del conns[gone]
+        conn = conns.get(index)
+        if conn is None:
+            conn = conns[index] = make(table, proto=17 if op == "upd" else 6, now=now - dt % 2,
+                                       sport=index, flags=SYN)
+            model.added(conn)
+        elif op == "rm":
+            table.remove(conn)
+            model.removed(conn)
+        elif op == "resched":  # the core folding a timer back (FIN seen in the fast path)
+            conn.expires = now + delta
+            table.reschedule(conn)
+            model.changed(conn)
+        else:
+            table.update(conn, REPLY if delta % 2 else ORIGINAL, flags, now)
+            model.changed(conn)
+    assert table.expire(1e9) == model.expire(1e9)
