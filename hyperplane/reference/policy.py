@@ -409,23 +409,7 @@ class Policy:
         """First matching rule by rule number; the ``*`` rule denies the rest [AWS-FACTS 3].
         ``peer`` is the destination for egress, the source for ingress; ``port`` the destination
         port. A subnet without a NACL (an incomplete model) allows everything, like a default NACL."""
-        if acl_id is None:
-            return _NO_NACL
-        for rule, decision in self._nacl_rules.get((acl_id, egress), ()):
-            if rule.version != version or peer & rule.mask != rule.net:
-                continue
-            if rule.protocol != PROTO_ALL:
-                if rule.protocol != proto:
-                    continue
-                if (proto == 6 or proto == 17) and not rule.port_from <= port <= rule.port_to:
-                    continue
-            return decision
-        return self._nacl_rules.get((acl_id, egress, "*")) or NaclDecision(False, acl_id, "*")
-
-    def nacl_any_port(self, acl_id: Optional[str], egress: bool, proto: int, version: int, peer: int) -> Optional[NaclDecision]:
-        """The decision :meth:`nacl_check` gives for every port, or None when the port can matter
-        (a rule limited to some ports would be consulted before the deciding one)."""
-        return self.nacl_ports(acl_id, egress, proto, version, peer, 0, 65535)
+        return self.nacl_ports(acl_id, egress, proto, version, peer, port, port)
 
     def nacl_ports(self, acl_id: Optional[str], egress: bool, proto: int, version: int, peer: int, lo: int,
                    hi: int) -> Optional[NaclDecision]:

@@ -43,32 +43,6 @@ def test_nacl_first_match_by_rule_number_and_star():
     assert policy.subnet("subnet-app").nacl_id == "acl-x" and policy.subnet("subnet-db").nacl_id == "acl-default"
 
 
-def test_nacl_any_port_is_the_decision_of_every_port_or_none():
-    """``nacl_any_port`` (what a plan uses to leave out the NACL checks of a new connection's
-    ports) answers only when no rule limited to some ports comes before the deciding one."""
-    b = standard_vpc()
-    b.nacl("acl-x", ["subnet-app"], ingress=[acl(100, "deny", "tcp", "10.0.2.0/24", (0, 1023)), acl(110, "allow", "udp"),
-                                            acl(120, "deny", "tcp", "10.0.3.0/24"), acl(200, "allow", "tcp", "10.0.0.0/16")],
-           egress=[acl(100, "allow", "tcp", "10.0.2.0/24", (1024, 65535))])
-    policy = Policy(b.build())
-    ports = (0, 1, 22, 1023, 1024, 40000, 65535)
-    for proto in (6, 17):
-        for ip in ("10.0.2.15", "10.0.3.9", "10.0.9.9", "8.8.8.8"):
-            for egress in (False, True):
-                peer = ip_to_int(ip)
-                every = {policy.nacl_check("acl-x", egress, proto, 4, peer, port) for port in ports}
-                decision = policy.nacl_any_port("acl-x", egress, proto, 4, peer)
-                assert decision is None or every == {decision}, (proto, ip, egress)
-    any_port = lambda egress, proto, ip: policy.nacl_any_port("acl-x", egress, proto, 4, ip_to_int(ip))  # noqa: E731
-    assert any_port(False, 6, "10.0.2.15") is None  # rule 100 holds some ports only
-    assert any_port(False, 17, "10.0.2.15").rule == "110"  # a TCP port range says nothing about UDP
-    assert (any_port(False, 6, "10.0.3.9").allow, any_port(False, 6, "10.0.3.9").rule) == (False, "120")
-    assert any_port(False, 6, "10.0.9.9").rule == "200"
-    assert (any_port(False, 6, "8.8.8.8").allow, any_port(False, 6, "8.8.8.8").rule) == (False, "*")
-    assert any_port(True, 6, "10.0.2.15") is None  # 1024-65535 is not every port
-    assert policy.nacl_any_port(None, True, 6, 4, 1).allow  # no NACL: everything passes
-
-
 def test_nacl_ports_is_the_decision_of_every_port_of_the_range_or_none():
     """``nacl_ports`` (what a plan uses to leave out the NACL checks of the ports an ENI's or a
     NAT gateway's pool hands out) answers only when every port of the range gets that decision:
@@ -91,11 +65,14 @@ def test_nacl_ports_is_the_decision_of_every_port_of_the_range_or_none():
                     assert decision is None or every == {decision}, (proto, ip, egress, lo, hi)
     ports = lambda egress, ip, lo, hi: policy.nacl_ports("acl-x", egress, 6, 4, ip_to_int(ip), lo, hi)  # noqa: E731
     assert ports(True, "10.0.2.15", 1024, 65535).allow  # the ENIs' ports: all of them allowed
-    assert ports(True, "10.0.2.15", 0, 65535) is None  # ... but not every port is (nacl_any_port)
+    assert ports(True, "10.0.2.15", 0, 65535) is None  # ... but not every port is
     assert ports(False, "10.0.2.15", 1024, 65535).rule == "200"  # rule 100 holds none of them
     assert ports(False, "10.0.2.15", 1000, 1100) is None  # rule 100 holds some
     assert (ports(False, "10.0.2.15", 0, 1023).allow, ports(False, "10.0.2.15", 0, 1023).rule) == (False, "100")
     assert ports(False, "10.0.3.9", 1024, 65535) is None and ports(False, "10.0.3.9", 6001, 65535).rule == "200"
+    udp = policy.nacl_ports("acl-x", False, 17, 4, ip_to_int("10.0.2.15"), 0, 65535)
+    assert udp.rule == "110"  # a TCP port range says nothing about UDP
+    assert (ports(False, "8.8.8.8", 0, 65535).allow, ports(False, "8.8.8.8", 0, 65535).rule) == (False, "*")
     assert policy.nacl_ports(None, True, 6, 4, 1, 1024, 65535).allow  # no NACL: everything passes
 
 
