@@ -364,7 +364,7 @@ class ControlPlane:
         """May this function send now? Only an Active function may (during an update it uses the
         previous configuration). Invoking an Inactive function fails and starts restoring it."""
         now = self.advance(now)
-        rec = self._functions.get(function) or self._record(function)  # (_record: unknown function)
+        rec = self._functions.get(function) or self._record(function)  # _record raises for an unknown function
         if rec.state is _ACTIVE:
             rec.last_used = now
             return True, self._status(rec)
@@ -658,7 +658,7 @@ class ControlPlane:
         must be one of the function's subnets), else the subnet at index ``int(sandbox_ip) mod
         len(subnets)`` in the order the VpcConfig lists them. ``None`` for a function without
         VpcConfig. AWS does not document how it picks; this choice is stable across runs."""
-        rec = self._functions.get(function) or self._record(function)  # (_record: unknown function)
+        rec = self._functions.get(function) or self._record(function)  # _record raises for an unknown function
         plan = rec.plan
         subnets = plan.subnets if plan.keys else _dedupe(rec.fn.subnet_ids)
         if not subnets:
@@ -693,7 +693,7 @@ class ControlPlane:
             now = self.advance(now)
         else:
             now = self._now
-        rec = self._functions.get(function) or self._record(function)  # (_record: unknown function)
+        rec = self._functions.get(function) or self._record(function)  # _record raises for an unknown function
         if rec.state is not _ACTIVE:
             return self._refuse(function, subnet_id, RefusalReason.FUNCTION_NOT_ACTIVE, now)
         key = rec.serving.get(subnet_id)
