@@ -233,8 +233,7 @@ class ConnTable:
             raise ValueError(f"protocol {proto} is not tracked (TCP and UDP only)")
         if proto == PROTO_TCP and conn.state == _NONE:
             raise ValueError("a TCP connection cannot be stored in state NONE")
-        conns = self._conns
-        if self.max_connections is not None and len(conns) >= self.max_connections:  # self.full
+        if self.full:
             raise ConntrackFull(f"{self.max_connections} connections tracked")
         keys = keys if type(keys) is tuple else tuple(keys)
         if not keys:
@@ -253,11 +252,11 @@ class ConnTable:
         if len(by_key) - before != len(keys):  # a key given twice is kept once
             keys = tuple(dict.fromkeys(keys))
         conn._keys = keys
+        conns = self._conns
         conns[conn] = None
         if len(conns) > self.peak:
             self.peak = len(conns)
-        conn.expires = conn.last_seen + (  # + self.timeout_of(conn)
-            self._tcp_timeout if proto == PROTO_TCP else self._udp_timeout)[conn.state]
+        conn.expires = conn.last_seen + self.timeout_of(conn)
         self._queue(conn, conn.expires)
 
     def remove(self, conn: Conn) -> None:

@@ -569,10 +569,9 @@ class Dataplane:
     # --- outbound -------------------------------------------------------------------------------
     def _from_sandbox(self, p: pk.Parsed, ip: bytes, now: float, ts: float, sandbox) -> Result:
         function, pinned = sandbox
-        if p.fragment or (p.proto != TCP and p.proto != UDP):  # else _protocol_ok passes it
-            bad = self._protocol_ok(p)
-            if bad is not None:
-                return self._drop(bad, function, None, direction="outbound", function=function)
+        bad = self._protocol_ok(p)
+        if bad is not None:
+            return self._drop(bad, function, None, direction="outbound", function=function)
         if p.l4 < 0:  # a later UDP fragment
             conn, direction = self._fragment_conn(p, ip)
             if conn is None:
@@ -701,19 +700,16 @@ class Dataplane:
         try:
             # an exempt destination has no steps (the path's lists stay empty)
             out_create, back_create = ((), ()) if exempt else self._plan(path, groups, p, eni_ip)
-            block, logs = self._walk(path, out_create if trace is None else path.out_steps, True)
+            block, logs = self._walk(path, out_create if trace is None else path.out_steps, create=True)
             if block is not None:
                 self._log(logs, p, ts)
                 raise _Block(R(block[0]), block[1], block[2])
         except _Block as blocked:
             self._undo(path, proto, dst, dport)
             return self._drop(blocked.reason, blocked.component, blocked.rule, taps, "outbound", function, eni_id)
-        if trace is None:
-            path.back = self._walk(path, back_create, True)
-        else:  # the reply leg is traced when a reply comes
-            self.trace = None
-            path.back = self._walk(path, back_create, True)
-            self.trace = trace
+        self.trace = None  # the reply leg is traced when a reply comes
+        path.back = self._walk(path, back_create, create=True)
+        self.trace = trace
         path.gen = self.gen
         path.out = (None, logs)
         conn = Conn(proto, v, function, eni_id, initial, (src, sport, dst, dport), (eni_ip, port, dst, dport), now,
@@ -732,8 +728,7 @@ class Dataplane:
             taps["internet"] = self._apply(path.nat_fwd, eni_form, p) if path.nat_fwd is not None else eni_form
         if trace is not None and exempt:
             self._hop("service", pk.int_to_ip(dst, v), "forward", "Amazon-provided service")
-        if logs:  # self._log(logs, p, ts)
-            self.flowlog.add_all(logs, proto, p.ip_len, ts, p.tcp_flags)
+        self._log(logs, p, ts)
         if p.fragment:
             self._note_fragment(p, ip, conn, "out", now)
         self.forwarded += 1
@@ -836,9 +831,9 @@ class Dataplane:
         (``_IDLE_AT_CREATION``), the NACL checks that allow the connection whatever its ports
         (any port its ENI's or NAT gateway's pool hands out), and a NAT gateway subnet route that
         leads out. A step that passes changes nothing in a walk without a trace, so the rest gives
-        the leg's block and logs. These decisions depend on the configuration only (no group
-        membership, no port, no time): they hold as long as the plan that keeps them (plans are
-        dropped with the configuration).
+        the leg's block and logs. The NACL and route decisions depend on the configuration only
+        (no group membership, no port, no time): they hold as long as the plan that keeps them
+        (plans are dropped with the configuration).
 
         On the ``request`` leg, a security-group check with a fixed port that only log points
         precede is decided here too, when it allows: the opening walk, which runs right after the

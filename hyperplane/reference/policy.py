@@ -365,24 +365,10 @@ class Policy:
         """The id of the first rule (in group order, then rule order) of the union of
         ``group_ids`` that allows the packet, or None. ``peer`` is the destination for egress and
         the source for ingress; ``port`` is the destination port."""
-        rules = self._sg_rules
         for group_id in group_ids:
-            for rule in rules.get((group_id, egress), ()):
-                # rule.covers(proto, port) and self._peer_matches(rule, version, peer), inline (every
-                # new connection asks)
-                protocol = rule.protocol
-                if protocol != PROTO_ALL:
-                    if protocol != proto:
-                        continue
-                    if (proto == 6 or proto == 17) and not rule.port_from <= port <= rule.port_to:
-                        continue
-                if rule.kind == "group":
-                    if peer in self.members(rule.group):
-                        return rule.id
-                    continue
-                for v, net, mask in rule.nets:
-                    if v == version and peer & mask == net:
-                        return rule.id
+            for rule in self._sg_rules.get((group_id, egress), ()):
+                if rule.covers(proto, port) and self._peer_matches(rule, version, peer):
+                    return rule.id
         return None
 
     def sg_untracked(self, group_ids, initiated_egress: bool, proto: int, version: int, port: int) -> bool:
