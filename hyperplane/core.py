@@ -11,6 +11,10 @@ VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the referen
   packet the fast path cannot: new connections, unsolicited packets, malformed ones, drops,
   IPv6 (always: the C table keys IPv4 5-tuples only), fragments, NAT idle timeouts, TCP reopens,
   packets of a connection whose own timer ran out.
+- **Planned opens**: a connection's first packet (a fast-loop ``miss``) to a destination already
+  planned from the same ENI is opened from that plan without the slow path
+  (:mod:`hyperplane.core_open`: the same connection, ports, records and result as the
+  reference's ``_open``), and taught at once; anything else it declines to the slow path.
 - **Learning**: after the slow path forwarded a packet of a tracked IPv4 connection, the engine
   teaches the C table (``ext/hp_flow.h``) that connection's endpoints, state and timer, and for
   the packet's *key kind* (the sandbox's packet / a reply in the sandbox's view / a reply in VPC
@@ -62,6 +66,7 @@ from hyperplane import packet as pk
 from hyperplane.codes import DropReason, Verdict
 from hyperplane.engine import TAPS, BatchResult, Result, gc_paused
 from hyperplane.flowlogs import AWS_TCP_FLAGS, EXTRA_FIELDS, V2_FIELDS, FlowLogAggregator, format_records, joined_lines
+from hyperplane.core_open import Opener
 from hyperplane.limits import Timeout
 from hyperplane.reference.conntrack import ORIGINAL, PROTO_TCP, PROTO_UDP, REPLY
 from hyperplane.reference.dataplane import K_OUT, K_REPLY, K_VPC, Dataplane
@@ -286,7 +291,9 @@ class CoreEngine:
         self._touched: list = []
         self._spare: list = []  # _Outputs reused across batches
         self.learned = 0
-        self._clock = [0.0, 0.0, 0]  # seconds in the fast loop, seconds in the slow path, slow-path packets
+        # seconds in the fast loop; seconds and packets in the slow path; seconds and connections opened from plans
+        self._clock = [0.0, 0.0, 0, 0.0, 0]
+        self._opener = Opener(dp)
 
     # --- the reference's attributes ---------------------------------------------------------
     @property
@@ -379,10 +386,19 @@ class CoreEngine:
             entry.taught = taught
 
     # --- the slow path ----------------------------------------------------------------------
-    def _slow(self, frame: bytes, ts: float, linktype: int) -> Result:
-        t0 = perf_counter()
-        result = self._slow_path(frame, ts, linktype)
+    def _slow(self, frame: bytes, ts: float, linktype: int, why: str) -> Result:
+        """A packet the fast loop stopped at (``why``: its stop): a connection's first packet
+        (a ``miss``) may be opened from its plan (:mod:`hyperplane.core_open`), else the slow
+        path runs."""
         clock = self._clock
+        t0 = perf_counter()
+        if why == "miss":
+            result = self._opener.open(self, frame, ts, linktype)
+            if result is not None:
+                clock[3] += perf_counter() - t0
+                clock[4] += 1
+                return result
+        result = self._slow_path(frame, ts, linktype)
         clock[1] += perf_counter() - t0
         clock[2] += 1
         return result
@@ -460,10 +476,17 @@ class CoreEngine:
         eni, inet = taps.get("eni"), taps.get("internet")
         if lam is None or len(taps) != (1 + (eni is not None) + (inet is not None)):
             return
+        self._teach(conn, kind, frame[p.l3 : p.l3 + nbytes], p.l4 - p.l3, lam, eni, inet, records, ts)
+
+    def _teach(self, conn, kind: int, ip: bytes, l4: int, lam: bytes, eni, inet, records: list, ts: float) -> None:
+        """Teach the C table ``kind`` of ``conn`` from one packet the slow path forwarded (``ip``,
+        its L4 header at ``l4``) with these tap forms and flow-log records: nothing is learned
+        unless the C table renders the same forms."""
         ft = self.ft
+        path = conn.path
         entry = self._entry_of.get(conn)
         if entry is None:
-            idx = ft.alloc(proto)
+            idx = ft.alloc(conn.proto)
             entry = self._entry_of[conn] = _Entry(idx, conn, (conn.generation, path.gen))
             entries = self._entries
             if idx >= len(entries):
@@ -473,7 +496,7 @@ class CoreEngine:
         self._load(entry, conn)
         window = int(ts // 1) // self.interval
         ft.learn(idx, kind, _kind_flags(eni is not None, inet is not None, path), window)
-        if not ft.reproduces(idx, kind, frame[p.l3 : p.l3 + nbytes], p.l4 - p.l3, lam, eni, inet):
+        if not ft.reproduces(idx, kind, ip, l4, lam, eni, inet):
             ft.forget(idx, kind)
             return
         entry.records[kind] = records
@@ -540,7 +563,7 @@ class CoreEngine:
         stop, why = self._run(batch, 0)
         del batch
         if stop == 0:
-            return self._slow(frame, float(ts), linktype)
+            return self._slow(frame, float(ts), linktype, why)
         parsed = _core.parse(frame, linktype)
         idx, kind = self.ft.lookup(parsed[6], parsed[7], parsed[10], parsed[11], parsed[8])
         conn = self._entries[idx].conn
@@ -585,7 +608,7 @@ class CoreEngine:
             i, why = self._run(batch, i)
             if i >= n:
                 break
-            result = self._slow(*batch.bound.packet(i))
+            result = self._slow(*batch.bound.packet(i), why)
             if result.reason:
                 components[i] = result.component
                 rules[i] = result.rule
@@ -646,11 +669,14 @@ class CoreEngine:
         """Sizes of the C tables (connections, flow-log records), why the fast loop stopped
         since the last call, and where the engine's time went since it was made: seconds in
         the fast loop (``fast_seconds``), seconds and packets in the slow path (``slow_seconds``,
-        ``slow_packets``: everything a punted packet costs, state sync and learning included)."""
+        ``slow_packets``: everything a punted packet costs, state sync and learning included),
+        seconds and connections opened from their plan without the slow path (``open_seconds``,
+        ``opened``: :mod:`hyperplane.core_open`)."""
         ft, records = self.ft, self.dp.flowlog.table
-        fast_seconds, slow_seconds, slow_packets = self._clock
+        fast_seconds, slow_seconds, slow_packets, open_seconds, opened = self._clock
         return {
             "fast_seconds": fast_seconds, "slow_seconds": slow_seconds, "slow_packets": slow_packets,
+            "open_seconds": open_seconds, "opened": opened,
             "entries": len(ft), "keys": ft.keys, "slots": ft.slots, "capacity": ft.capacity,
             "memory_bytes": ft.memory_bytes, "entry_bytes": _core.FLOW_ENTRY_BYTES,
             "slot_bytes": _core.FLOW_SLOT_BYTES, "rehashes": ft.rehashes, "learned": self.learned,

@@ -703,16 +703,10 @@ class ControlPlane:
                 f"({', '.join(rec.serving) or 'no VpcConfig'})"
             )
         group = self._groups[key]
-        capacity = self.options.eni_capacity
-        creating = False
-        for eni in group.enis:
-            state = eni.state
-            if state is _IN_USE:
-                if eni.connections < capacity and (accept is None or accept(eni)):
-                    return self._take(eni, rec, now, commit)
-            elif state is _ATTACHING:
-                creating = True
-        if creating:
+        eni = self._usable(group, accept)
+        if eni is not None:
+            return self._take(eni, rec, now, commit)
+        if any(eni.state is _ATTACHING for eni in group.enis):
             return self._refuse(function, subnet_id, RefusalReason.ENI_CREATING, now)
         if self._live_per_vpc[group.vpc_id] >= self.options.enis_per_vpc and not self._adoptable.get(key):
             return self._refuse(function, subnet_id, RefusalReason.ENI_LIMIT_EXCEEDED, now)
@@ -724,6 +718,38 @@ class ControlPlane:
         if accept is not None and not accept(eni):
             return self._refuse(function, subnet_id, RefusalReason.REJECTED, now)
         return self._take(eni, rec, now, commit)
+
+    def _usable(self, group: _KeyGroup, accept: Optional[Callable[[HyperplaneEni], bool]]) -> Optional[HyperplaneEni]:
+        """The oldest ENI of ``group`` in use with a free slot that ``accept`` accepts, else None."""
+        capacity = self.options.eni_capacity
+        for eni in group.enis:
+            if eni.state is _IN_USE and eni.connections < capacity and (accept is None or accept(eni)):
+                return eni
+        return None
+
+    def usable_eni(self, function: str, subnet_id: str, now: float,
+                   accept: Optional[Callable[[HyperplaneEni], bool]] = None) -> Optional[HyperplaneEni]:
+        """The ENI on which :meth:`invoke` then :meth:`open_connection` (same arguments) would
+        take a slot at ``now`` with nothing else happening first: no timer is due by ``now``,
+        the function is Active, and an ENI of the pair has a slot ``accept`` accepts. ``None``
+        in every other case (a timer would fire, the open would be refused or would create an
+        ENI). Changes nothing; :meth:`open_on` then takes the slot."""
+        timers = self._timers
+        if (timers and timers[0][0] <= now) or now < self._now:
+            return None
+        rec = self._functions.get(function)
+        if rec is None or rec.state is not _ACTIVE:
+            return None
+        key = rec.serving.get(subnet_id)
+        return None if key is None else self._usable(self._groups[key], accept)
+
+    def open_on(self, eni: HyperplaneEni, function: str, now: float) -> HyperplaneEni:
+        """What :meth:`invoke` then :meth:`open_connection` (``commit=False``) do when
+        :meth:`usable_eni` gave ``eni`` for them at ``now``: the clock moves to ``now``, the
+        function is used, and ``eni`` gives it a slot (:meth:`commit_connection` counts it in the
+        peak once the connection exists)."""
+        self._now = now  # usable_eni: no timer due by now, and now is not earlier
+        return self._take(eni, self._functions[function], now, commit=False)
 
     def _take(self, eni: HyperplaneEni, rec: _FunctionRecord, now: float, commit: bool = True) -> HyperplaneEni:
         eni.connections += 1

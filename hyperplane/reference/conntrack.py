@@ -32,6 +32,7 @@ listener must not change the table: ``conn_removed`` is called from inside
 from __future__ import annotations
 
 import enum
+import math
 from heapq import heappop, heappush
 from typing import Hashable, Iterable, Iterator, Mapping
 
@@ -332,6 +333,12 @@ class ConnTable:
                 self.remove(conn)
                 expired.append(conn)
         return expired
+
+    def next_timer(self) -> float:
+        """The earliest time a timer is queued for (``inf`` when none): :meth:`expire` finds
+        nothing before it."""
+        times = self._times
+        return times[0] if times else math.inf
 
     def reschedule(self, conn: Conn) -> None:
         """``conn.expires`` was set from outside :meth:`update` (the core's fast path folding its

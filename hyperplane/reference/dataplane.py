@@ -500,6 +500,21 @@ class Dataplane:
                     del self._frags[key]
         return ts
 
+    def next_timer(self) -> float:
+        """The earliest time :meth:`_advance` has a timer to fire at (``inf`` when none): moving
+        the clock to an earlier time fires nothing."""
+        due = self.table.next_timer()
+        if self._nat_heap and self._nat_heap[0][0] < due:
+            due = self._nat_heap[0][0]
+        if self._frag_heap and self._frag_heap[0][0] < due:
+            due = self._frag_heap[0][0]
+        return due
+
+    def _nat_queue(self, conn: Conn, now: float) -> None:
+        """Start the NAT idle timer of a connection opened at ``now`` through a NAT gateway."""
+        self._nat_seq += 1
+        heapq.heappush(self._nat_heap, (now + self.options.nat_idle_timeout, self._nat_seq, conn))
+
     def _nat_expire(self, conn: Conn) -> None:
         """The NAT gateway forgets an idle flow (350 s without a packet): IdleTimeoutCount + 1,
         its port is free again [AWS-FACTS 5]."""
@@ -722,8 +737,7 @@ class Dataplane:
         control.commit_connection(eni)
         self.connections_opened += 1
         if path.nat_pool is not None:
-            self._nat_seq += 1
-            heapq.heappush(self._nat_heap, (now + self.options.nat_idle_timeout, self._nat_seq, conn))
+            self._nat_queue(conn, now)
         if path.internet:
             taps["internet"] = self._apply(path.nat_fwd, eni_form, p) if path.nat_fwd is not None else eni_form
         if trace is not None and exempt:

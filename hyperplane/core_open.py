@@ -1,0 +1,205 @@
+"""The core backend's planned open: a sandbox's new connection opened without the slow path.
+
+The reference opens a connection in :meth:`Dataplane._open
+<hyperplane.reference.dataplane.Dataplane._open>` (the executable specification): the function's
+state, its egress decision, an ENI slot and source port, the path's plan, the walks of both legs,
+the connection, its flow-log records. Once a destination has been planned from an ENI, most of
+that is a decision already made and kept (``Dataplane._egress``, ``Dataplane._plans``): what is
+left for the next connection to the same destination is allocating its ports and writing it
+down. :class:`Opener` does just that, for the case where every remaining step of both opening
+legs is a flow-log point or the NAT gateway's port allocation (the demo's and the benchmark's
+paths; a plan with a NACL or security-group check left on a leg is not compiled), and the
+connection it makes is the one the reference makes: the same ENI, ports, ``Conn`` and ``Path``,
+flow-log records, result, in the same order (the backends' differential test compares them).
+
+It declines (returns None, having changed nothing but the clock, which the slow path would move
+first too) whenever anything else could happen: a packet that is not a sandbox's IPv4 TCP/UDP
+first packet of a connection, a control-plane timer due, a function not Active, no usable ENI
+slot (a new ENI, a refusal), a destination not planned yet, a NAT gateway out of ports. The
+slow path then handles the packet as before. The new connection's sandbox kind is taught to the
+C table at once, and its reply kind ahead (as after a slow-path open), so the rest of the
+connection runs in the fast loop.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Optional
+
+from hyperplane import _core
+from hyperplane.codes import DropReason, Verdict
+from hyperplane.engine import Result
+from hyperplane.packet import Parsed
+from hyperplane.reference.conntrack import PROTO_TCP, PROTO_UDP, Conn, ConnTable
+from hyperplane.reference.dataplane import (ENI_PORT, K_OUT, K_REPLY, K_VPC, PLAN_CACHE_SIZE, S_LOG, S_NAT_ALLOC,
+                                            Path)
+
+__all__ = ["Opener"]
+
+_FORWARDED, _NO_DROP = Verdict.FORWARDED, DropReason.NONE
+_KIND_OUT = _core.FLOW_KIND_OUT
+
+
+def _logs(steps, nat=None) -> Optional[tuple]:
+    """The flow-log points of a leg whose steps are all log points and at most one NAT port
+    allocation: ``(points, nat step)``, each point ``(eni_id, src, dst, sport, dport, extra)``
+    with the ports as planned (``ENI_PORT``, None for the NAT gateway's port). None when another
+    step is left, or a point names the NAT gateway's port before it is allocated (``nat``: the
+    allocation of an earlier leg)."""
+    points = []
+    for step in steps:
+        kind = step[0]
+        if kind == S_LOG:
+            _, eni_id, src, dst, sport, dport, _direction, extra = step
+            if nat is None and (sport is None or dport is None):
+                return None
+            points.append((eni_id, src, dst, sport, dport, extra))
+        elif kind == S_NAT_ALLOC and nat is None:
+            nat = step
+        else:
+            return None
+    return tuple(points), nat
+
+
+def _accepted(points: tuple, eni_port: int, nat_port) -> tuple:
+    """The ACCEPT records of ``points`` for a connection with these ports (as ``Dataplane._walk``
+    writes them)."""
+    out = []
+    for eni_id, src, dst, sport, dport, extra in points:
+        if sport is None:
+            sport = nat_port
+        elif sport == ENI_PORT:
+            sport = eni_port
+        if dport is None:
+            dport = nat_port
+        elif dport == ENI_PORT:
+            dport = eni_port
+        out.append((eni_id, src, dst, sport, dport, "ACCEPT", extra))
+    return tuple(out)
+
+
+class Opener:
+    """Opens planned connections for a :class:`~hyperplane.core.CoreEngine`'s slow path
+    (``dp``). ``compiled`` keeps, per plan key, the plan it was compiled from and the leg's
+    log points (or None: not compilable); an entry is used only while ``Dataplane._plans`` still
+    holds that very plan."""
+
+    __slots__ = ("dp", "compiled", "opened")
+
+    def __init__(self, dp):
+        self.dp = dp
+        self.compiled: dict = {}
+        self.opened = 0
+
+    def _compile(self, key: tuple, plan: tuple, eni) -> Optional[tuple]:
+        out = _logs(plan[2])
+        back = None if out is None else _logs(plan[3], out[1])
+        done = None
+        if back is not None and back[1] is out[1] and eni.private_ip is not None:
+            done = (plan, int(eni.private_ip), out[0], out[1], back[0])
+        if len(self.compiled) >= PLAN_CACHE_SIZE:
+            self.compiled = {}
+        self.compiled[key] = (plan, done)
+        return done
+
+    def open(self, engine, frame: bytes, ts: float, linktype: int) -> Optional[Result]:
+        """Open the connection ``frame`` starts, as the slow path would, or None (see the module
+        docstring)."""
+        (ok, _error, _not_ip, l3, ip_len, v, src, dst, proto, l4, sport, dport, flags,
+         fragment) = _core.parse(frame, linktype)
+        if not ok or v != 4 or fragment or l4 < 0 or (proto != PROTO_TCP and proto != PROTO_UDP):
+            return None
+        dp = self.dp
+        now = dp._now
+        if now is None or not ts >= now:
+            return None
+        sandboxes = dp._sandboxes[4]
+        sandbox = sandboxes.lookup(src)
+        if sandbox is None or sandboxes.lookup(dst) is not None:
+            return None
+        if dp.next_timer() <= ts:  # expiry reads the connections: the fast path's changes first
+            engine._sync()
+        dp._advance(ts)
+        table = dp.table
+        if table.get((K_OUT, proto, src, sport, dst, dport)) is not None or table.full:
+            return None
+        initial = ConnTable.initial_state(proto, flags, dp.strict)
+        if initial is None:
+            return None
+        function, pinned = sandbox
+        control = dp.control
+        fn = control.function(function)
+        if not fn.in_vpc:
+            return None
+        egress = dp._egress.get((fn.security_group_ids, 4, proto, dst, dport))
+        if egress is None or egress[1] or egress[2] is None:
+            return None
+        groups = egress[0]
+        subnet_id = control.subnet_for(function, src, pinned)
+        eni = control.usable_eni(function, subnet_id, ts, partial(dp._port_free, proto, dst, dport))
+        if eni is None or eni.id not in dp._known_enis:
+            return None
+        key = (eni.id, groups, 4, proto, dst, dport)
+        plan = dp._plans.get(key)
+        if plan is None:
+            return None
+        got = self.compiled.get(key)
+        done = got[1] if got is not None and got[0] is plan else self._compile(key, plan, eni)
+        if done is None:
+            return None
+        _, eni_ip, out_points, nat, back_points = done
+        nat_pool = plan[10]
+        if nat is not None and not nat_pool.can_allocate(nat[2], nat[3], nat[4]):
+            return None
+        # --- from here on, what Dataplane.process / _open do for this packet -----------------
+        dp.packets += 1
+        events = engine.ft.take_events()  # records of first packets the fast loop forwarded come first
+        if events:
+            engine._first_packets(events)
+        control.open_on(eni, function, ts)
+        eni_id = eni.id
+        pool = dp._ports[eni_id]
+        port = pool.allocate(proto, dst, dport, hint=(src << 16) | sport)
+        path = Path("vpc")
+        path.proto, path.version = proto, 4
+        path.eni_id, path.subnet_id, path.eni_ip, path.eni_port = eni_id, subnet_id, eni_ip, port
+        path.pool, path.slot = pool, True
+        make = dp._make
+        path.fwd = make(4, False, src, eni_ip, sport, port)
+        (path.out_steps, path.back_steps, _, _, path.untracked, path.target, path.route_label, path.dest_id, path.kind,
+         path.internet, path.nat_pool, path.nat_id) = plan
+        nat_port = None
+        if nat is not None:
+            _, _nat_id, nat_proto, nat_dst, nat_dport = nat
+            path.nat_addr, nat_port = nat_pool.allocate(nat_proto, nat_dst, nat_dport, (eni_ip << 16) | port)
+            path.nat_port = nat_port
+            path.nat_fwd = make(4, False, eni_ip, path.nat_addr, port, nat_port)
+        logs = _accepted(out_points, port, nat_port)
+        path.back = (None, _accepted(back_points, port, nat_port))
+        path.gen = dp.gen
+        path.out = (None, logs)
+        conn = Conn(proto, 4, function, eni_id, initial, (src, sport, dst, dport), (eni_ip, port, dst, dport), ts,
+                    ip_len, flags)
+        conn.path = path
+        conn.untracked = path.untracked
+        conn.dest_interface_id = path.dest_id
+        table.add(conn, ((K_OUT, proto, src, sport, dst, dport), (K_REPLY, proto, dst, dport, src, sport),
+                         (K_VPC, proto, dst, dport, eni_ip, port)))
+        control.commit_connection(eni)
+        dp.connections_opened += 1
+        if nat is not None:
+            dp._nat_queue(conn, ts)
+        ip = frame[l3 : l3 + ip_len]
+        p = Parsed(True, "", False, l3, ip_len, 4, src, dst, proto, l4, sport, dport, flags, False)
+        apply = dp._apply
+        eni_form = apply(path.fwd, ip, p)
+        taps = {"lambda": ip, "eni": eni_form}
+        inet = None
+        if path.internet:
+            inet = taps["internet"] = apply(path.nat_fwd, eni_form, p) if path.nat_fwd is not None else eni_form
+        records = dp.flowlog.add_all(logs, proto, ip_len, ts, flags) if logs else []
+        dp.forwarded += 1
+        self.opened += 1
+        if ts >= 0:
+            engine._teach(conn, _KIND_OUT, ip, l4 - l3, ip, eni_form, inet, list(records), ts)
+        engine.ft.now = ts
+        return Result(_FORWARDED, _NO_DROP, None, None, taps, eni_id, "outbound", function)
