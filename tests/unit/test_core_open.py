@@ -1,0 +1,108 @@
+"""The core backend's planned opens (hyperplane/core_open.py): a new connection to a destination
+already planned from the same ENI is opened without the slow path, with the results the slow path
+(the reference's Dataplane._open) gives; every other first packet is left to the slow path."""
+import ipaddress
+import os
+
+import numpy as np
+import pytest
+
+from hyperplane.engine import Engine, EngineOptions
+from hyperplane.reference.dataplane import build_packet
+from hyperplane.vpc.loader import load_vpc
+
+pytest.importorskip("hyperplane._core")
+
+DEMO = os.path.join(os.path.dirname(__file__), "..", "..", "pcaps", "demo", "vpc")
+T0 = 1_793_610_030.0
+SANDBOXES = ["orders-api=169.254.76.0/24", "report-worker=169.254.77.0/24"]
+
+
+def _ip(text: str) -> int:
+    return int(ipaddress.ip_address(text))
+
+
+DB = (_ip("10.0.3.10"), 5432)  # through a security-group reference
+WEB = (_ip("203.0.113.10"), 443)  # through the NAT gateway
+ORDERS, REPORTS = _ip("169.254.76.5"), _ip("169.254.77.5")  # report-worker's NACL refuses its replies
+
+
+def _handshakes(flows, gap: float = 0.01):
+    """Each flow ``(sandbox, (server, port), sport)``: SYN, SYN-ACK, ACK, in flow order."""
+    packets, t = [], T0
+    for sandbox, (server, port), sport in flows:
+        for src, dst, sp, dp, flags in ((sandbox, server, sport, port, 0x02), (server, sandbox, port, sport, 0x12),
+                                        (sandbox, server, sport, port, 0x10)):
+            packets.append((t, build_packet(4, src, dst, 6, sp, dp, flags)))
+            t += gap
+    return packets
+
+
+def _run(backend: str, packets, **options):
+    engine = Engine(load_vpc(DEMO), SANDBOXES, EngineOptions(**options), backend=backend)
+    frames = [f for _, f in packets]
+    lengths = np.array([len(f) for f in frames], np.int64)
+    offsets = np.concatenate(([0], np.cumsum(lengths[:-1]))).astype(np.int64)
+    batch = engine.process_batch(b"".join(frames), offsets, lengths, np.array([t for t, _ in packets]))
+    conns = sorted((c.function, c.eni_id, int(c.state), c.lambda_tuple, c.eni_tuple, c.packets_orig, c.packets_reply,
+                    c.expires, c.nat) for c in engine.connections())
+    seen = (batch.verdicts.tolist(), batch.reasons.tolist(), batch.components, batch.rules,
+            {t: [(i, bytes(d)) for i, d in batch.taps[t]] for t in batch.taps}, conns, engine.summary(),
+            [r.format(engine.flow_log_fields) for r in engine.flow_logs()])
+    return seen, engine
+
+
+def _both(packets, **options):
+    core, engine = _run("core", packets, **options)
+    reference, _ = _run("reference", packets, **options)
+    assert core == reference
+    return reference, engine.core_stats()
+
+
+def test_connections_to_planned_destinations_open_without_the_slow_path():
+    flows = [(ORDERS + k, dest, 40000 + k) for k in range(6) for dest in (DB, WEB)]
+    seen, stats = _both(_handshakes(flows))
+    assert seen[0] == [0] * 36  # every packet forwarded
+    assert stats["opened"] == 10  # all but the first connection to each destination
+    assert stats["slow_packets"] == 2
+
+
+def test_a_plan_that_keeps_a_check_on_a_leg_is_left_to_the_slow_path():
+    """report-worker's reply leg keeps the NACL check that refuses its replies: its connections
+    all take the slow path (and its replies are dropped there)."""
+    flows = [(REPORTS + k, WEB, 40000 + k) for k in range(4)]
+    seen, stats = _both(_handshakes(flows))
+    assert seen[0].count(1) == 4  # each SYN-ACK dropped
+    assert stats["opened"] == 0
+
+
+def test_a_full_eni_is_left_to_the_slow_path_which_makes_the_next_one():
+    """With 3 connections an ENI, the fourth needs an overflow ENI: the slow path creates it (a
+    new ENI drops the kept decisions, so the fifth decides the function's egress again on the
+    slow path, from the plan the fourth made); the sixth is opened on the new ENI."""
+    flows = [(ORDERS + k, DB, 40000 + k) for k in range(6)]
+    seen, stats = _both(_handshakes(flows), eni_capacity=3)
+    assert seen[0] == [0] * 18
+    assert len({c[1] for c in seen[5]}) == 2  # two ENIs carry the connections
+    assert stats["opened"] == 3 and stats["slow_packets"] == 3
+
+
+def test_a_nat_gateway_out_of_ports_is_left_to_the_slow_path():
+    """Two NAT ports for one destination: the third connection is refused by the slow path
+    (nat-port-exhaustion), with the same flow-log records and counters as the reference."""
+    flows = [(ORDERS + k, WEB, 40000 + k) for k in range(3)]
+    seen, stats = _both(_handshakes(flows), nat_port_range=(5000, 5001))
+    assert seen[0][6:] == [1, 1, 1]  # SYN refused; the rest of that flow has no connection
+    assert stats["opened"] == 1
+
+
+def test_an_inactive_function_is_left_to_the_slow_path():
+    """A control-plane timer due (here the function's idle reclaim after its last use) is the
+    slow path's: the opener declines, and the slow path fires it and refuses the connection."""
+    flows = [(ORDERS, DB, 40000), (ORDERS + 1, DB, 40001)]
+    packets = _handshakes(flows)
+    t, frame = packets[3]
+    packets[3:] = [(t + 30 * 86400.0, f) for _, f in packets[3:]]  # the second flow, 30 days later
+    seen, stats = _both(packets)
+    assert stats["opened"] == 0
+    assert seen[1][3] != 0  # refused (function-not-active)
