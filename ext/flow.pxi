@@ -237,7 +237,10 @@ cdef class FlowTable:
         """Load the slow path's view of a connection into entry ``idx`` (not its counters).
         ``ips``/``ports``: sandbox, remote, ENI, NAT endpoints. Changing an endpoint that keys use
         is refused (ValueError)."""
-        cdef hp_conn *c = self._conn(idx)
+        self._set(self._conn(idx), state, expires, last_seen, ips, ports, last_reply, nat, gen)
+
+    cdef int _set(self, hp_conn *c, int state, double expires, double last_seen, ips, ports, bint last_reply,
+                  bint nat, uint32_t gen) except -1:
         cdef int e, k
         for e in range(4):
             if c.ip[e] != <uint32_t>ips[e] or c.port[e] != <uint16_t>ports[e]:
@@ -252,6 +255,21 @@ cdef class FlowTable:
         c.last_seen = last_seen
         c.gen = gen
         c.bits = (c.bits & ~(HP_C_LASTREPLY | HP_C_NAT)) | (HP_C_LASTREPLY if last_reply else 0) | (HP_C_NAT if nat else 0)
+        return 0
+
+    def open(self, int proto, int state, double expires, double last_seen, ips, ports, bint nat, uint32_t gen,
+             uint32_t window, int flags, bint reply_ahead):
+        """A new entry for a connection opened before its first packet (the core's planned open):
+        ``alloc(proto)``, ``set(...)`` (not a UDP reply last), ``learn`` of the sandbox kind with
+        tap ``flags`` in ``window`` and, with ``reply_ahead``, of the REPLY kind ahead of its
+        first packet (``first=True``) with the same flags. Returns its index."""
+        cdef uint32_t idx = self.alloc(proto)
+        cdef hp_conn *c = &self._t.conns[idx]
+        self._set(c, state, expires, last_seen, ips, ports, False, nat, gen)
+        self._learn(c, idx, 0, flags, window, False)
+        if reply_ahead:
+            self._learn(c, idx, 1, flags, window, True)
+        return idx
 
     def get(self, idx):
         """Entry ``idx`` as a dict (for tests and reports)."""
@@ -274,7 +292,9 @@ cdef class FlowTable:
         the owner of the REPLY counters (the entry must be folded: counters zero). ``first``: the
         kind is learned ahead of its first packet, which the fast path will report in
         take_events()."""
-        cdef hp_conn *c = self._conn(idx)
+        self._learn(self._conn(idx), idx, kind, flags, window, first)
+
+    cdef int _learn(self, hp_conn *c, uint32_t idx, int kind, int flags, uint32_t window, bint first) except -1:
         cdef int k
         if not 0 <= kind < 3:
             raise ValueError("kind must be 0, 1 or 2")
@@ -284,11 +304,12 @@ cdef class FlowTable:
             for k in range(3):
                 c.kind[k] &= HP_K_KEY
             c.window = window
-        if hp_flow_key(&self._t, <uint32_t>idx, kind) != 0:
+        if hp_flow_key(&self._t, idx, kind) != 0:
             raise MemoryError("flow index full")
         c.kind[kind] = HP_K_KEY | HP_K_LEARNED | (flags & (HP_K_ENI | HP_K_INET | HP_K_NATRW)) | (HP_K_FIRST if first else 0)
         if kind != 0:
             c.bits = (c.bits & ~(3 << HP_C_OWNER_SHIFT)) | (kind << HP_C_OWNER_SHIFT)
+        return 0
 
     def take_events(self):
         """The first packets of kinds learned ahead (``learn(..., first=True)``) the fast path

@@ -57,6 +57,7 @@ from __future__ import annotations
 import sys
 import weakref
 from collections.abc import Sequence
+from typing import Optional
 from time import perf_counter
 
 import numpy as np
@@ -386,18 +387,16 @@ class CoreEngine:
             entry.taught = taught
 
     # --- the slow path ----------------------------------------------------------------------
-    def _slow(self, frame: bytes, ts: float, linktype: int, why: str) -> Result:
+    def _slow(self, frame: bytes, ts: float, linktype: int, why: str) -> Optional[Result]:
         """A packet the fast loop stopped at (``why``: its stop): a connection's first packet
-        (a ``miss``) may be opened from its plan (:mod:`hyperplane.core_open`), else the slow
-        path runs."""
+        (a ``miss``) may be opened from its plan (:mod:`hyperplane.core_open`) and taught: None,
+        the fast loop forwards it next. Else the slow path runs: its result."""
         clock = self._clock
         t0 = perf_counter()
-        if why == "miss":
-            result = self._opener.open(self, frame, ts, linktype)
-            if result is not None:
-                clock[3] += perf_counter() - t0
-                clock[4] += 1
-                return result
+        if why == "miss" and self._opener.open(self, frame, ts, linktype):
+            clock[3] += perf_counter() - t0
+            clock[4] += 1
+            return None
         result = self._slow_path(frame, ts, linktype)
         clock[1] += perf_counter() - t0
         clock[2] += 1
@@ -506,6 +505,31 @@ class CoreEngine:
         else:
             self._ahead.pop(idx, None)  # learning a reply kind replaces (or owns over) one learned ahead
 
+    def _teach_opened(self, conn, records: list, back_logs: tuple, ts: float) -> None:
+        """Teach the C table a connection a planned open just made (:mod:`hyperplane.core_open`),
+        before its first packet, which the fast loop then forwards and counts as the slow path
+        would have (the connection's opening state and timer are what that packet leaves): the
+        sandbox kind with the flow-log records that packet counts into, and the reply kind ahead
+        (its leg planned open: ``back_logs``; the remote is no sandbox), as after a slow-path open
+        (:meth:`_teach`, :meth:`_learn_reply_ahead`)."""
+        path = conn.path
+        proto = conn.proto
+        s_ip, s_port, r_ip, r_port = conn.lambda_tuple
+        nat = path.nat_fwd is not None
+        window = int(ts // 1) // self.interval
+        idx = self.ft.open(proto, conn.state, conn.expires, conn.last_seen,
+                           (s_ip, r_ip, path.eni_ip, path.nat_addr if nat else 0),
+                           (s_port, r_port, path.eni_port, path.nat_port if nat else 0), path.nat_pool is not None,
+                           path.gen, window, _kind_flags(path.eni_tap, path.internet, path), True)
+        entry = self._entry_of[conn] = _Entry(idx, conn, (conn.generation, path.gen))
+        entry.records[_KIND_OUT] = records
+        entries = self._entries
+        if idx >= len(entries):
+            entries.extend([None] * (idx + 1 - len(entries)))
+        entries[idx] = entry
+        self._ahead[idx] = (_KIND_REPLY, proto, back_logs)
+        self.learned += 2
+
     def _learn_reply_ahead(self, idx: int, conn, window: int) -> None:
         """Teach the REPLY kind of a connection that has had no reply yet, ahead of its first
         reply: the slow path decided that reply's outcome when it opened the connection (the
@@ -561,9 +585,14 @@ class CoreEngine:
         batch = _Bound(out, frame if n else b"\0", np.zeros(1, np.int64), np.array([n], np.int64),
                        np.array([ts], np.float64), linktype)
         stop, why = self._run(batch, 0)
-        del batch
         if stop == 0:
-            return self._slow(frame, float(ts), linktype, why)
+            result = self._slow(frame, float(ts), linktype, why)
+            if result is not None:
+                return result
+            stop, why = self._run(batch, 0)  # opened from its plan: the fast loop forwards it
+            if stop == 0:
+                return self._slow(frame, float(ts), linktype, why)
+        del batch
         parsed = _core.parse(frame, linktype)
         idx, kind = self.ft.lookup(parsed[6], parsed[7], parsed[10], parsed[11], parsed[8])
         conn = self._entries[idx].conn
@@ -609,6 +638,8 @@ class CoreEngine:
             if i >= n:
                 break
             result = self._slow(*batch.bound.packet(i), why)
+            if result is None:  # opened from its plan: the fast loop forwards it
+                continue
             if result.reason:
                 components[i] = result.component
                 rules[i] = result.rule

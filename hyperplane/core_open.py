@@ -10,33 +10,31 @@ down. :class:`Opener` does just that, for the case where every remaining step of
 legs is a flow-log point or the NAT gateway's port allocation (the demo's and the benchmark's
 paths; a plan with a NACL or security-group check left on a leg is not compiled), and the
 connection it makes is the one the reference makes: the same ENI, ports, ``Conn`` and ``Path``,
-flow-log records, result, in the same order (the backends' differential test compares them).
+flow-log records and packets, in the same order (the backends' differential test compares them).
 
-It declines (returns None, having changed nothing but the clock, which the slow path would move
+The opening packet itself is not counted or rendered here: the connection is taught to the C
+table (its sandbox kind, and its reply kind ahead, as after a slow-path open) in the state and
+with the timer that packet leaves it in (a TCP packet whose transition would change the state is
+declined), and the fast loop then forwards and counts it as the slow path would have, into the
+flow-log records made here.
+
+It declines (returns False, having changed nothing but the clock, which the slow path would move
 first too) whenever anything else could happen: a packet that is not a sandbox's IPv4 TCP/UDP
 first packet of a connection, a control-plane timer due, a function not Active, no usable ENI
 slot (a new ENI, a refusal), a destination not planned yet, a NAT gateway out of ports. The
-slow path then handles the packet as before. The new connection's sandbox kind is taught to the
-C table at once, and its reply kind ahead (as after a slow-path open), so the rest of the
-connection runs in the fast loop.
+slow path then handles the packet as before.
 """
 from __future__ import annotations
 
 from functools import partial
 from typing import Optional
 
-from hyperplane import _core
-from hyperplane.codes import DropReason, Verdict
-from hyperplane.engine import Result
-from hyperplane.packet import Parsed
-from hyperplane.reference.conntrack import PROTO_TCP, PROTO_UDP, Conn, ConnTable
+from hyperplane import _core, tcpstate
+from hyperplane.reference.conntrack import ORIGINAL, PROTO_TCP, PROTO_UDP, Conn, ConnTable
 from hyperplane.reference.dataplane import (ENI_PORT, K_OUT, K_REPLY, K_VPC, PLAN_CACHE_SIZE, S_LOG, S_NAT_ALLOC,
                                             Path)
 
 __all__ = ["Opener"]
-
-_FORWARDED, _NO_DROP = Verdict.FORWARDED, DropReason.NONE
-_KIND_OUT = _core.FLOW_KIND_OUT
 
 
 def _logs(steps, nat=None) -> Optional[tuple]:
@@ -101,57 +99,58 @@ class Opener:
         self.compiled[key] = (plan, done)
         return done
 
-    def open(self, engine, frame: bytes, ts: float, linktype: int) -> Optional[Result]:
-        """Open the connection ``frame`` starts, as the slow path would, or None (see the module
+    def open(self, engine, frame: bytes, ts: float, linktype: int) -> bool:
+        """Open the connection ``frame`` starts, as the slow path would, and teach it to the C
+        table, whose fast loop then forwards ``frame`` (True); or decline (False; see the module
         docstring)."""
         (ok, _error, _not_ip, l3, ip_len, v, src, dst, proto, l4, sport, dport, flags,
          fragment) = _core.parse(frame, linktype)
         if not ok or v != 4 or fragment or l4 < 0 or (proto != PROTO_TCP and proto != PROTO_UDP):
-            return None
+            return False
         dp = self.dp
         now = dp._now
-        if now is None or not ts >= now:
-            return None
+        if now is None or not ts >= now or ts < 0:
+            return False
         sandboxes = dp._sandboxes[4]
         sandbox = sandboxes.lookup(src)
         if sandbox is None or sandboxes.lookup(dst) is not None:
-            return None
+            return False
         if dp.next_timer() <= ts:  # expiry reads the connections: the fast path's changes first
             engine._sync()
         dp._advance(ts)
         table = dp.table
         if table.get((K_OUT, proto, src, sport, dst, dport)) is not None or table.full:
-            return None
+            return False
         initial = ConnTable.initial_state(proto, flags, dp.strict)
-        if initial is None:
-            return None
+        if initial is None or (proto == PROTO_TCP and tcpstate.transition(ORIGINAL, flags, initial) != initial):
+            return False  # the fast loop, forwarding the packet, must leave the connection as it opened
         function, pinned = sandbox
         control = dp.control
         fn = control.function(function)
         if not fn.in_vpc:
-            return None
+            return False
         egress = dp._egress.get((fn.security_group_ids, 4, proto, dst, dport))
         if egress is None or egress[1] or egress[2] is None:
-            return None
+            return False
         groups = egress[0]
         subnet_id = control.subnet_for(function, src, pinned)
         eni = control.usable_eni(function, subnet_id, ts, partial(dp._port_free, proto, dst, dport))
         if eni is None or eni.id not in dp._known_enis:
-            return None
+            return False
         key = (eni.id, groups, 4, proto, dst, dport)
         plan = dp._plans.get(key)
         if plan is None:
-            return None
+            return False
         got = self.compiled.get(key)
         done = got[1] if got is not None and got[0] is plan else self._compile(key, plan, eni)
         if done is None:
-            return None
+            return False
         _, eni_ip, out_points, nat, back_points = done
         nat_pool = plan[10]
         if nat is not None and not nat_pool.can_allocate(nat[2], nat[3], nat[4]):
-            return None
-        # --- from here on, what Dataplane.process / _open do for this packet -----------------
-        dp.packets += 1
+            return False
+        # --- from here on, what Dataplane.process / _open do for this packet, but for counting
+        # and forwarding it, which the fast loop does next (in the connection's opening state)
         events = engine.ft.take_events()  # records of first packets the fast loop forwarded come first
         if events:
             engine._first_packets(events)
@@ -174,11 +173,12 @@ class Opener:
             path.nat_port = nat_port
             path.nat_fwd = make(4, False, eni_ip, path.nat_addr, port, nat_port)
         logs = _accepted(out_points, port, nat_port)
-        path.back = (None, _accepted(back_points, port, nat_port))
+        back_logs = _accepted(back_points, port, nat_port)
+        path.back = (None, back_logs)
         path.gen = dp.gen
         path.out = (None, logs)
-        conn = Conn(proto, 4, function, eni_id, initial, (src, sport, dst, dport), (eni_ip, port, dst, dport), ts,
-                    ip_len, flags)
+        conn = Conn(proto, 4, function, eni_id, initial, (src, sport, dst, dport), (eni_ip, port, dst, dport), ts)
+        conn.packets_orig = 0  # the fast loop counts the packet
         conn.path = path
         conn.untracked = path.untracked
         conn.dest_interface_id = path.dest_id
@@ -188,18 +188,6 @@ class Opener:
         dp.connections_opened += 1
         if nat is not None:
             dp._nat_queue(conn, ts)
-        ip = frame[l3 : l3 + ip_len]
-        p = Parsed(True, "", False, l3, ip_len, 4, src, dst, proto, l4, sport, dport, flags, False)
-        apply = dp._apply
-        eni_form = apply(path.fwd, ip, p)
-        taps = {"lambda": ip, "eni": eni_form}
-        inet = None
-        if path.internet:
-            inet = taps["internet"] = apply(path.nat_fwd, eni_form, p) if path.nat_fwd is not None else eni_form
-        records = dp.flowlog.add_all(logs, proto, ip_len, ts, flags) if logs else []
-        dp.forwarded += 1
+        engine._teach_opened(conn, dp.flowlog.record_all(logs, proto, ts) if logs else [], back_logs, ts)
         self.opened += 1
-        if ts >= 0:
-            engine._teach(conn, _KIND_OUT, ip, l4 - l3, ip, eni_form, inet, list(records), ts)
-        engine.ft.now = ts
-        return Result(_FORWARDED, _NO_DROP, None, None, taps, eni_id, "outbound", function)
+        return True

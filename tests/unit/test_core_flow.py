@@ -155,6 +155,25 @@ def test_a_kind_learned_ahead_reports_its_first_packet_once():
     assert ft.get(idx)["packets"] == (1, 2)  # the first packet is counted like any other
 
 
+@pytest.mark.parametrize("ahead", [True, False])
+def test_open_is_alloc_set_and_learning_in_one_call(ahead):
+    """FlowTable.open (the core's planned open): the entry alloc + set + learn (+ learn ahead)
+    make, with the same flags, window, keys and NAT endpoint."""
+    flags = _core.FLOW_K_ENI | _core.FLOW_K_INET | _core.FLOW_K_NATRW
+    opened, taught = table(), table()
+    idx = opened.open(6, tcpstate.TcpState.SYN_SENT, 130.0, 10.0, (SANDBOX, REMOTE, ENI, NAT), (40000, 443, 2000, 6000),
+                      True, 3, 7, flags, ahead)
+    assert taught.alloc(6) == idx
+    taught.set(idx, tcpstate.TcpState.SYN_SENT, 130.0, 10.0, (SANDBOX, REMOTE, ENI, NAT), (40000, 443, 2000, 6000),
+               False, True, 3)
+    taught.learn(idx, OUT, flags, 7)
+    if ahead:
+        taught.learn(idx, REPLY, flags, 7, first=True)
+    assert opened.get(idx) == taught.get(idx)
+    assert opened.lookup(SANDBOX, REMOTE, 40000, 443, 6) == (idx, OUT)
+    assert (opened.lookup(REMOTE, SANDBOX, 443, 40000, 6) is not None) == ahead
+
+
 @pytest.mark.parametrize("case", ["expired", "window", "generation", "unlearned", "backwards", "nat-idle",
                                   "reopen", "strict", "malformed", "miss"])
 def test_fast_path_stops_where_the_slow_path_must_decide(case):
