@@ -359,23 +359,46 @@ cdef class FlowTable:
         cdef uint32_t ref = self._t.slots[s].ref
         return (ref >> 2) - 1, ref & 3
 
-    def fold(self):
-        """Every entry the fast path changed since the last call, in the order they first
-        changed, as tuples ``(index, state, expires, last_seen, packets_orig, packets_reply,
-        bytes_orig, bytes_reply, flags_orig, flags_reply, aws_orig, aws_reply, end_orig,
-        end_reply, window, exchanges, last_reply, owner)``; counters are reset."""
-        out = []
+    def fold_into(self, list entries, reschedule, records, uint32_t interval, orig_dir, reply_dir):
+        """The core's state sync (``CoreEngine._sync``), in C: for every entry the fast path
+        changed, in the order they first changed, its connection
+        (``entries[index].conn``, a reference ``Conn``) takes the entry's state, timer (then
+        ``reschedule(conn)``), last seen (the NAT mapping's too) and counters (UDP: exchanges and
+        the last direction, ``orig_dir`` / ``reply_dir``), and the flow-log records the kinds count
+        into (``entries[index].records``, by key kind) count the packets with
+        ``records.count(ids, packets, bytes, end, aws_flags)`` (``end``: the window's start, from
+        ``interval``, plus the entry's offset). The entries' counters are reset."""
         cdef uint32_t j, idx
+        cdef uint64_t base
         cdef hp_conn *c
+        count = records.count
         for j in range(self._t.ndirty):
             idx = self._t.dirty[j]
             c = &self._t.conns[idx]
             if not c.proto or not (c.bits & HP_C_DIRTY):
                 continue
-            out.append((idx, c.state, c.expires, c.last_seen, c.pkts[0], c.pkts[1], c.bytes[0], c.bytes[1],
-                        c.raw_flags[0], c.raw_flags[1], c.aws_flags[0], c.aws_flags[1], c.end_off[0],
-                        c.end_off[1], c.window, c.exchanges, bool(c.bits & HP_C_LASTREPLY),
-                        (c.bits >> HP_C_OWNER_SHIFT) & 3))
+            entry = entries[idx]
+            conn = entry.conn
+            conn.state = c.state
+            conn.expires = c.expires
+            reschedule(conn)  # a timer the fast path moved earlier reaches the heap
+            conn.last_seen = conn.nat_last_seen = c.last_seen
+            base = <uint64_t>c.window * interval
+            if c.pkts[0]:
+                conn.packets_orig += c.pkts[0]
+                conn.bytes_orig += c.bytes[0]
+                conn.flags_orig |= c.raw_flags[0]
+                count(entry.records[0], c.pkts[0], c.bytes[0], base + c.end_off[0], c.aws_flags[0])
+            if c.pkts[1]:
+                conn.packets_reply += c.pkts[1]
+                conn.bytes_reply += c.bytes[1]
+                conn.flags_reply |= c.raw_flags[1]
+                conn.replied = True
+                count(entry.records[(c.bits >> HP_C_OWNER_SHIFT) & 3], c.pkts[1], c.bytes[1], base + c.end_off[1],
+                      c.aws_flags[1])
+            if c.proto == 17:
+                conn.exchanges += c.exchanges
+                conn._last_dir = reply_dir if c.bits & HP_C_LASTREPLY else orig_dir
             c.pkts[0] = c.pkts[1] = 0
             c.bytes[0] = c.bytes[1] = 0
             c.raw_flags[0] = c.raw_flags[1] = 0
@@ -384,7 +407,6 @@ cdef class FlowTable:
             c.exchanges = 0
             c.bits &= ~HP_C_DIRTY
         self._t.ndirty = 0
-        return out
 
     @property
     def dirty(self):

@@ -317,33 +317,7 @@ class CoreEngine:
         if events:
             self._first_packets(events)
         if ft.dirty:
-            entries, interval = self._entries, self.interval
-            reschedule, count = self.dp.table.reschedule, self.dp.flowlog.table.count
-            for (idx, state, expires, last_seen, po, pr, bo, br, fo, fr, ao, ar, eo, er, window, exchanges,
-                 last_reply, owner) in ft.fold():
-                entry = entries[idx]
-                conn = entry.conn
-                conn.state = state
-                conn.expires = expires
-                reschedule(conn)  # a timer the fast path moved earlier (FIN) reaches the heap
-                conn.last_seen = last_seen
-                conn.nat_last_seen = last_seen
-                base = window * interval
-                recs = entry.records
-                if po:
-                    conn.packets_orig += po
-                    conn.bytes_orig += bo
-                    conn.flags_orig |= fo
-                    count(recs[_KIND_OUT], po, bo, base + eo, ao)
-                if pr:
-                    conn.packets_reply += pr
-                    conn.bytes_reply += br
-                    conn.flags_reply |= fr
-                    conn.replied = True
-                    count(recs[owner], pr, br, base + er, ar)
-                if conn.proto == PROTO_UDP:
-                    conn.exchanges += exchanges
-                    conn._last_dir = REPLY if last_reply else ORIGINAL
+            ft.fold_into(self._entries, self.dp.table.reschedule, self.dp.flowlog.table, self.interval, ORIGINAL, REPLY)
         fast = ft.take_fast_packets()
         if fast:
             self.dp.packets += fast

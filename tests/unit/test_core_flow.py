@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import types
 
 import numpy as np
 import pytest
@@ -59,6 +60,23 @@ def run(ft, frames, stamps):
         lens = out["len"][t][:rows]
         out["taps"].append([joined[o : o + n].tobytes() for o, n in zip(offs.tolist(), lens.tolist())])
     return stop, why, out
+
+
+def fold(ft, n=16):
+    """ft.fold_into with stand-ins for the core's entries (entry i counts kind k into record
+    ``(k, i)``): the folded connections by index, in fold order, and the ``count`` calls."""
+    counted, folded = [], []
+
+    class Records:
+        @staticmethod
+        def count(ids, packets, nbytes, end, aws):
+            counted.append((ids, packets, nbytes, end, aws))
+
+    conns = [types.SimpleNamespace(packets_orig=0, bytes_orig=0, flags_orig=0, packets_reply=0, bytes_reply=0,
+                                   flags_reply=0, exchanges=0, replied=False) for _ in range(n)]
+    entries = [types.SimpleNamespace(conn=conns[i], records=[((k, i),) for k in range(3)]) for i in range(n)]
+    ft.fold_into(entries, folded.append, Records(), 600, "orig", "reply")
+    return {conns.index(c): c for c in folded}, counted
 
 
 def out_pkt(flags=0x10, sport=40000, payload=b"data"):
@@ -131,9 +149,12 @@ def test_fast_path_forwards_a_learned_kind_rewrites_and_counts():
     got = ft.get(idx)
     assert got["packets"] == (2, 0) and got["bytes"] == (2 * len(pkt), 0) and got["tcp_flags"] == (0x18, 0)
     assert got["expires"] == 11.5 + 432000 and got["last_seen"] == 11.5
-    rows = ft.fold()
-    assert [r[0] for r in rows] == [idx] and rows[0][4] == 2
-    assert ft.get(idx)["packets"] == (0, 0) and ft.fold() == []
+    conns, counted = fold(ft)
+    conn = conns[idx]
+    assert list(conns) == [idx] and (conn.packets_orig, conn.bytes_orig, conn.flags_orig) == (2, 2 * len(pkt), 0x18)
+    assert (conn.expires, conn.last_seen, conn.nat_last_seen, conn.packets_reply) == (11.5 + 432000, 11.5, 11.5, 0)
+    assert counted == [(((OUT, idx),), 2, 2 * len(pkt), 11, AWS_TCP_FLAGS[0x18])]
+    assert ft.get(idx)["packets"] == (0, 0) and fold(ft) == ({}, [])
     assert ft.take_fast_packets() == 2
 
 
@@ -219,7 +240,7 @@ def test_a_timer_moved_earlier_is_folded_back_and_the_entry_stops_at_it():
     stop, why, _ = run(ft, [out_pkt(0x11), out_pkt(0x10)], [50.0, 200.0])
     assert (stop, why) == (1, "expired")  # 200 >= 50 + 120
     assert ft.get(idx)["expires"] == 170.0
-    assert [(row[0], row[2]) for row in ft.fold()] == [(idx, 170.0)]
+    assert {i: c.expires for i, c in fold(ft)[0].items()} == {idx: 170.0}
 
 
 def test_reply_counters_belong_to_one_reply_kind_at_a_time():
