@@ -106,3 +106,19 @@ def test_an_inactive_function_is_left_to_the_slow_path():
     seen, stats = _both(packets)
     assert stats["opened"] == 0
     assert seen[1][3] != 0  # refused (function-not-active)
+
+
+def test_packets_given_one_at_a_time_are_opened_from_plans_too():
+    """Engine.process (one packet): an opened connection's first packet is forwarded by the fast
+    loop run again on it, with the result, taps and records of the slow path."""
+    flows = [(ORDERS + k, dest, 40000 + k) for k in range(3) for dest in (DB, WEB)] + [(REPORTS, WEB, 41000)]
+    packets = _handshakes(flows)
+    seen = {}
+    for backend in ("core", "reference"):
+        engine = Engine(load_vpc(DEMO), SANDBOXES, EngineOptions(), backend=backend)
+        results = [engine.process(frame, t) for t, frame in packets]
+        seen[backend] = ([(int(r.verdict), int(r.reason), r.component, r.taps, r.eni_id, r.direction, r.function)
+                          for r in results], engine.summary(), [x.format(engine.flow_log_fields) for x in engine.flow_logs()])
+        if backend == "core":
+            assert engine.core_stats()["opened"] == 4
+    assert seen["core"] == seen["reference"]
