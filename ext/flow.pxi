@@ -96,8 +96,10 @@ cdef extern from "hp_flow.h" nogil:
     void hp_flow_gather(const uint8_t *tap, const uint8_t *src, int64_t n, const int64_t *off,
                         const int64_t *srcoff, const int32_t *head, const int32_t *len, uint8_t *dst)
     int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, int64_t count, int *why)
+    int hp_flow_set_timed(hp_flow_table *t, uint32_t idx, int timed)
+    int64_t hp_flow_next_due(hp_flow_table *t, double now, int *expired)
     int HP_K_KEY, HP_K_LEARNED, HP_K_ENI, HP_K_INET, HP_K_NATRW, HP_K_FIRST
-    int HP_C_LASTREPLY, HP_C_NAT, HP_C_DIRTY, HP_C_OWNER_SHIFT
+    int HP_C_LASTREPLY, HP_C_NAT, HP_C_DIRTY, HP_C_OWNER_SHIFT, HP_C_TIMED
     int HP_STOP_COUNT, HP_STOP_BOUNDS
 
 #: Key kinds (hp_flow.h): the sandbox's packet, a reply in the sandbox's view, a reply in VPC form.
@@ -255,21 +257,49 @@ cdef class FlowTable:
         c.last_seen = last_seen
         c.gen = gen
         c.bits = (c.bits & ~(HP_C_LASTREPLY | HP_C_NAT)) | (HP_C_LASTREPLY if last_reply else 0) | (HP_C_NAT if nat else 0)
+        if c.bits & HP_C_TIMED and hp_flow_set_timed(&self._t, <uint32_t>(c - self._t.conns), 1) != 0:
+            raise MemoryError("flow timers")  # its timer may have moved earlier
         return 0
 
     def open(self, int proto, int state, double expires, double last_seen, ips, ports, bint nat, uint32_t gen,
-             uint32_t window, int flags, bint reply_ahead):
+             uint32_t window, int flags, bint reply_ahead, bint timed=False):
         """A new entry for a connection opened before its first packet (the core's planned open):
         ``alloc(proto)``, ``set(...)`` (not a UDP reply last), ``learn`` of the sandbox kind with
         tap ``flags`` in ``window`` and, with ``reply_ahead``, of the REPLY kind ahead of its
-        first packet (``first=True``) with the same flags. Returns its index."""
+        first packet (``first=True``) with the same flags; ``timed``: ``set_timed(index, True)``.
+        Returns its index."""
         cdef uint32_t idx = self.alloc(proto)
         cdef hp_conn *c = &self._t.conns[idx]
         self._set(c, state, expires, last_seen, ips, ports, False, nat, gen)
         self._learn(c, idx, 0, flags, window, False)
         if reply_ahead:
             self._learn(c, idx, 1, flags, window, True)
+        if timed and hp_flow_set_timed(&self._t, idx, 1) != 0:
+            raise MemoryError("flow timers")
         return idx
+
+    def set_timed(self, idx, bint timed):
+        """Whether the table keeps entry ``idx``'s timer (``take_due`` reports it when due: the
+        earlier of its expiry and, with a NAT mapping, its last packet + the NAT idle timeout),
+        and no one else tracks it."""
+        self._conn(idx)
+        if hp_flow_set_timed(&self._t, <uint32_t>idx, timed) != 0:
+            raise MemoryError("flow timers")
+
+    def take_due(self, double now):
+        """The timed entries due by ``now``, in due-time order (ties: in no set order), as
+        ``(index, expired)``: ``expired`` when the connection's timer ran out, else its NAT mapping
+        went idle first. They are no longer timed (still in the table)."""
+        cdef int expired = 0
+        cdef int64_t idx
+        out = []
+        while True:
+            idx = hp_flow_next_due(&self._t, now, &expired)
+            if idx == -1:
+                return out
+            if idx < 0:
+                raise MemoryError("flow timers")
+            out.append((idx, bool(expired)))
 
     def get(self, idx):
         """Entry ``idx`` as a dict (for tests and reports)."""
@@ -361,52 +391,59 @@ cdef class FlowTable:
 
     def fold_into(self, list entries, reschedule, records, uint32_t interval, orig_dir, reply_dir):
         """The core's state sync (``CoreEngine._sync``), in C: for every entry the fast path
-        changed, in the order they first changed, its connection
-        (``entries[index].conn``, a reference ``Conn``) takes the entry's state, timer (then
-        ``reschedule(conn)``), last seen (the NAT mapping's too) and counters (UDP: exchanges and
-        the last direction, ``orig_dir`` / ``reply_dir``), and the flow-log records the kinds count
-        into (``entries[index].records``, by key kind) count the packets with
+        changed, in the order they first changed, its connection (``entries[index].conn``, a
+        reference ``Conn``) takes the entry's state, timer (then ``reschedule(conn)``), last seen
+        (the NAT mapping's too) and counters (UDP: exchanges and the last direction,
+        ``orig_dir`` / ``reply_dir``), and the flow-log records the kinds count into
+        (``entries[index].records``, by key kind) count the packets with
         ``records.count(ids, packets, bytes, end, aws_flags)`` (``end``: the window's start, from
         ``interval``, plus the entry's offset). The entries' counters are reset."""
         cdef uint32_t j, idx
-        cdef uint64_t base
         cdef hp_conn *c
         count = records.count
         for j in range(self._t.ndirty):
             idx = self._t.dirty[j]
             c = &self._t.conns[idx]
-            if not c.proto or not (c.bits & HP_C_DIRTY):
-                continue
-            entry = entries[idx]
-            conn = entry.conn
-            conn.state = c.state
-            conn.expires = c.expires
-            reschedule(conn)  # a timer the fast path moved earlier reaches the heap
-            conn.last_seen = conn.nat_last_seen = c.last_seen
-            base = <uint64_t>c.window * interval
-            if c.pkts[0]:
-                conn.packets_orig += c.pkts[0]
-                conn.bytes_orig += c.bytes[0]
-                conn.flags_orig |= c.raw_flags[0]
-                count(entry.records[0], c.pkts[0], c.bytes[0], base + c.end_off[0], c.aws_flags[0])
-            if c.pkts[1]:
-                conn.packets_reply += c.pkts[1]
-                conn.bytes_reply += c.bytes[1]
-                conn.flags_reply |= c.raw_flags[1]
-                conn.replied = True
-                count(entry.records[(c.bits >> HP_C_OWNER_SHIFT) & 3], c.pkts[1], c.bytes[1], base + c.end_off[1],
-                      c.aws_flags[1])
-            if c.proto == 17:
-                conn.exchanges += c.exchanges
-                conn._last_dir = reply_dir if c.bits & HP_C_LASTREPLY else orig_dir
-            c.pkts[0] = c.pkts[1] = 0
-            c.bytes[0] = c.bytes[1] = 0
-            c.raw_flags[0] = c.raw_flags[1] = 0
-            c.aws_flags[0] = c.aws_flags[1] = 0
-            c.end_off[0] = c.end_off[1] = 0
-            c.exchanges = 0
-            c.bits &= ~HP_C_DIRTY
+            if c.proto and c.bits & HP_C_DIRTY:
+                self._fold(c, entries[idx], reschedule, count, interval, orig_dir, reply_dir)
         self._t.ndirty = 0
+
+    def fold_entry(self, idx, entry, reschedule, records, uint32_t interval, orig_dir, reply_dir):
+        """fold_into for entry ``idx`` alone (its ``entries[idx]``: ``entry``), when changed."""
+        cdef hp_conn *c = self._conn(idx)
+        if c.bits & HP_C_DIRTY:  # its index stays in the dirty list: fold_into skips it, unless changed again
+            self._fold(c, entry, reschedule, records.count, interval, orig_dir, reply_dir)
+
+    cdef int _fold(self, hp_conn *c, entry, reschedule, count, uint32_t interval, orig_dir, reply_dir) except -1:
+        cdef uint64_t base = <uint64_t>c.window * interval
+        conn = entry.conn
+        conn.state = c.state
+        conn.expires = c.expires
+        reschedule(conn)  # a timer the fast path moved earlier reaches the heap
+        conn.last_seen = conn.nat_last_seen = c.last_seen
+        if c.pkts[0]:
+            conn.packets_orig += c.pkts[0]
+            conn.bytes_orig += c.bytes[0]
+            conn.flags_orig |= c.raw_flags[0]
+            count(entry.records[0], c.pkts[0], c.bytes[0], base + c.end_off[0], c.aws_flags[0])
+        if c.pkts[1]:
+            conn.packets_reply += c.pkts[1]
+            conn.bytes_reply += c.bytes[1]
+            conn.flags_reply |= c.raw_flags[1]
+            conn.replied = True
+            count(entry.records[(c.bits >> HP_C_OWNER_SHIFT) & 3], c.pkts[1], c.bytes[1], base + c.end_off[1],
+                  c.aws_flags[1])
+        if c.proto == 17:
+            conn.exchanges += c.exchanges
+            conn._last_dir = reply_dir if c.bits & HP_C_LASTREPLY else orig_dir
+        c.pkts[0] = c.pkts[1] = 0
+        c.bytes[0] = c.bytes[1] = 0
+        c.raw_flags[0] = c.raw_flags[1] = 0
+        c.aws_flags[0] = c.aws_flags[1] = 0
+        c.end_off[0] = c.end_off[1] = 0
+        c.exchanges = 0
+        c.bits &= ~HP_C_DIRTY
+        return 0
 
     @property
     def dirty(self):

@@ -67,6 +67,7 @@
 #define HP_C_NAT 0x02       /* the path holds a NAT gateway mapping (idle timeout applies) */
 #define HP_C_DIRTY 0x04     /* changed by the fast path since the caller last folded it */
 #define HP_C_OWNER_SHIFT 3  /* 2 bits: the reply kind whose packets the REPLY counters hold */
+#define HP_C_TIMED 0x20     /* the table keeps the entry's timer (hp_flow_due): no one else tracks it */
 
 #define HP_TAP_LAMBDA 0
 #define HP_TAP_ENI 1
@@ -128,6 +129,12 @@ typedef struct hp_flow_event {
     uint32_t kind;
 } hp_flow_event;
 
+/* A queued timer of a timed entry (HP_C_TIMED): its due time when queued. */
+typedef struct hp_timer {
+    double when;
+    uint32_t idx;
+} hp_timer;
+
 typedef struct hp_slot {
     uint32_t tag; /* high 32 bits of the hash */
     uint32_t ref; /* (entry index + 1) << 2 | kind; 0 = empty */
@@ -145,6 +152,9 @@ typedef struct hp_flow_table {
     uint32_t ndirty, cap_dirty;
     hp_flow_event *events;      /* first packets of kinds learned ahead, in packet order */
     uint32_t nevents, cap_events;
+    double *queued;             /* per entry: the time of its live timer (timed entries; else inf) */
+    hp_timer *timers;           /* binary min-heap of the timed entries' timers (stale ones too) */
+    uint32_t ntimers, cap_timers;
     uint64_t rehashes;
     /* configuration */
     uint32_t gen;
@@ -220,10 +230,11 @@ static inline int hp_flow_init(hp_flow_table *t, uint32_t expected)
         expected = 16;
     nslots = hp_pow2_at_least(((uint64_t)expected * 3 * 4 + 2) / 3);
     t->conns = (hp_conn *)calloc(expected, sizeof(hp_conn));
+    t->queued = (double *)malloc(sizeof(double) * expected);
     t->slots = (hp_slot *)calloc(nslots, sizeof(hp_slot));
     t->dirty = (uint32_t *)malloc(sizeof(uint32_t) * 64);
-    if (!t->conns || !t->slots || !t->dirty) {
-        free(t->conns); free(t->slots); free(t->dirty);
+    if (!t->conns || !t->queued || !t->slots || !t->dirty) {
+        free(t->conns); free(t->queued); free(t->slots); free(t->dirty);
         memset(t, 0, sizeof(*t));
         return -1;
     }
@@ -241,13 +252,16 @@ static inline void hp_flow_free(hp_flow_table *t)
     free(t->slots);
     free(t->dirty);
     free(t->events);
+    free(t->queued);
+    free(t->timers);
     memset(t, 0, sizeof(*t));
 }
 
 static inline size_t hp_flow_memory(const hp_flow_table *t)
 {
     return (size_t)t->cap_conns * sizeof(hp_conn) + (size_t)(t->mask + 1) * sizeof(hp_slot)
-           + (size_t)t->cap_dirty * sizeof(uint32_t) + (size_t)t->cap_events * sizeof(hp_flow_event);
+           + (size_t)t->cap_dirty * sizeof(uint32_t) + (size_t)t->cap_events * sizeof(hp_flow_event)
+           + (size_t)t->cap_conns * sizeof(double) + (size_t)t->cap_timers * sizeof(hp_timer);
 }
 
 /* --- the index ------------------------------------------------------------------------------- */
@@ -392,6 +406,10 @@ static inline int64_t hp_flow_alloc(hp_flow_table *t, uint8_t proto)
             hp_conn *grown;
             if (cap > 0x3FFFFFFFu)
                 return -1;
+            double *queued = (double *)realloc(t->queued, (size_t)cap * sizeof(double));
+            if (!queued)
+                return -1;
+            t->queued = queued;
             grown = (hp_conn *)realloc(t->conns, (size_t)cap * sizeof(hp_conn));
             if (!grown)
                 return -1;
@@ -402,6 +420,7 @@ static inline int64_t hp_flow_alloc(hp_flow_table *t, uint8_t proto)
         idx = t->top++;
     }
     memset(&t->conns[idx], 0, sizeof(hp_conn));
+    t->queued[idx] = INFINITY;
     t->conns[idx].proto = proto;
     t->conns[idx].window = 0xFFFFFFFFu;
     t->nconns++;
@@ -438,6 +457,109 @@ static inline int hp_flow_mark_dirty(hp_flow_table *t, uint32_t idx)
     t->dirty[t->ndirty++] = idx;
     c->bits |= HP_C_DIRTY;
     return 0;
+}
+
+/* --- timers of timed entries -------------------------------------------------------------------
+ * A timed entry's timer is due at min(expires, last_seen + nat_idle when it holds a NAT mapping).
+ * The heap keeps at least one item per timed entry at or before that time: an item is pushed when
+ * the entry is timed and whenever its expiry moves before the queued time (`queued`); an item
+ * popped before the entry is due is queued again at its due time (the timer was refreshed);
+ * items of entries no longer timed, or replaced by an earlier one, are stale and skipped. */
+
+static inline double hp_flow_timer_due(const hp_flow_table *t, const hp_conn *c)
+{
+    double nat = (c->bits & HP_C_NAT) ? c->last_seen + t->nat_idle : INFINITY;
+    return c->expires < nat ? c->expires : nat;
+}
+
+/* Room for one more timer; 0, or -1 when out of memory. */
+static inline int hp_flow_timer_room(hp_flow_table *t)
+{
+    if (t->ntimers == t->cap_timers) {
+        uint32_t cap = t->cap_timers ? t->cap_timers * 2 : 64;
+        hp_timer *grown = (hp_timer *)realloc(t->timers, sizeof(hp_timer) * (size_t)cap);
+        if (!grown)
+            return -1;
+        t->timers = grown;
+        t->cap_timers = cap;
+    }
+    return 0;
+}
+
+/* Queue entry idx's timer at `when` (room checked by the caller). */
+static inline void hp_flow_timer_push(hp_flow_table *t, uint32_t idx, double when)
+{
+    uint32_t i = t->ntimers++, parent;
+    while (i > 0) {
+        parent = (i - 1) / 2;
+        if (t->timers[parent].when <= when)
+            break;
+        t->timers[i] = t->timers[parent];
+        i = parent;
+    }
+    t->timers[i].when = when;
+    t->timers[i].idx = idx;
+    t->queued[idx] = when;
+}
+
+static inline hp_timer hp_flow_timer_pop(hp_flow_table *t)
+{
+    hp_timer top = t->timers[0], last = t->timers[--t->ntimers];
+    uint32_t i = 0, child, n = t->ntimers;
+    while ((child = 2 * i + 1) < n) {
+        if (child + 1 < n && t->timers[child + 1].when < t->timers[child].when)
+            child++;
+        if (last.when <= t->timers[child].when)
+            break;
+        t->timers[i] = t->timers[child];
+        i = child;
+    }
+    if (n)
+        t->timers[i] = last;
+    return top;
+}
+
+/* Make entry idx timed (its timer queued) or not. 0, or -1 when out of memory. */
+static inline int hp_flow_set_timed(hp_flow_table *t, uint32_t idx, int timed)
+{
+    hp_conn *c = &t->conns[idx];
+    if (!timed) {
+        c->bits &= (uint8_t)~HP_C_TIMED;
+        t->queued[idx] = INFINITY;
+        return 0;
+    }
+    if (hp_flow_timer_room(t) != 0)
+        return -1;
+    c->bits |= HP_C_TIMED;
+    hp_flow_timer_push(t, idx, hp_flow_timer_due(t, c));
+    return 0;
+}
+
+/* The next timed entry due by `now`, in due-time order: its index, and in *expired whether its
+ * connection's timer ran out (else its NAT mapping went idle first: the conntrack timer fires
+ * first when both are due at the same time). It is no longer timed. -1 when none is due, -2 when
+ * out of memory. */
+static inline int64_t hp_flow_next_due(hp_flow_table *t, double now, int *expired)
+{
+    while (t->ntimers && t->timers[0].when <= now) {
+        hp_timer top = hp_flow_timer_pop(t);
+        hp_conn *c = &t->conns[top.idx];
+        double due;
+        if (!c->proto || !(c->bits & HP_C_TIMED) || top.when != t->queued[top.idx])
+            continue; /* stale */
+        due = hp_flow_timer_due(t, c);
+        if (due > now) { /* refreshed since it was queued */
+            if (hp_flow_timer_room(t) != 0)
+                return -2;
+            hp_flow_timer_push(t, top.idx, due);
+            continue;
+        }
+        *expired = c->expires <= ((c->bits & HP_C_NAT) ? c->last_seen + t->nat_idle : INFINITY);
+        c->bits &= (uint8_t)~HP_C_TIMED;
+        t->queued[top.idx] = INFINITY;
+        return top.idx;
+    }
+    return -1;
 }
 
 /* Room for one more event; 0, or -1 when out of memory. */
@@ -785,6 +907,9 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
             }
         if (hp_flow_mark_dirty(t, idx) != 0) { *why = HP_STOP_SPACE; return i; }
         if ((kflags & HP_K_FIRST) && hp_flow_event_room(t) != 0) { *why = HP_STOP_SPACE; return i; }
+        if ((c->bits & HP_C_TIMED) && new_exp < t->queued[idx] && hp_flow_timer_room(t) != 0) {
+            *why = HP_STOP_SPACE; return i;
+        }
         /* commit */
         if (pp->proto == 17) {
             if (dir) {
@@ -796,6 +921,8 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
             }
         }
         c->state = new_state;
+        if ((c->bits & HP_C_TIMED) && new_exp < t->queued[idx])
+            hp_flow_timer_push(t, idx, new_exp); /* moved earlier (a NAT deadline only moves later) */
         c->expires = new_exp;
         c->last_seen = ts;
         c->pkts[dir]++;

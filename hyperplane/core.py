@@ -67,7 +67,7 @@ from hyperplane import packet as pk
 from hyperplane.codes import DropReason, Verdict
 from hyperplane.engine import TAPS, BatchResult, Result, gc_paused
 from hyperplane.flowlogs import AWS_TCP_FLAGS, EXTRA_FIELDS, V2_FIELDS, FlowLogAggregator, format_records, joined_lines
-from hyperplane.core_open import Opener
+from hyperplane.core_open import Opener, adopt, release
 from hyperplane.limits import Timeout
 from hyperplane.reference.conntrack import ORIGINAL, PROTO_TCP, PROTO_UDP, REPLY
 from hyperplane.reference.dataplane import K_OUT, K_REPLY, K_VPC, Dataplane
@@ -148,15 +148,18 @@ class _CoreFlowLog(FlowLogAggregator):
 
 class _Entry:
     """The Python side of one C flow-table entry: its connection, the flow-log record ids each
-    key kind counts into, and the (Conn.generation, Path.gen) it was taught under."""
+    key kind counts into, the (Conn.generation, Path.gen) it was taught under, and for a
+    connection a planned open made that nothing adopted yet, what the open decided (``opened``,
+    see :func:`hyperplane.core_open.adopt`; None once adopted)."""
 
-    __slots__ = ("idx", "conn", "records", "taught")
+    __slots__ = ("idx", "conn", "records", "taught", "opened")
 
-    def __init__(self, idx: int, conn, taught: tuple):
+    def __init__(self, idx: int, conn, taught: tuple, opened=None):
         self.idx = idx
         self.conn = conn
         self.records = [(), (), ()]
         self.taught = taught
+        self.opened = opened
 
 
 class _Listener:
@@ -289,6 +292,7 @@ class CoreEngine:
         self._entry_of: dict = {}  # Conn -> its _Entry
         self._entries: list = []  # entry index -> _Entry (None when free)
         self._ahead: dict[int, tuple] = {}  # entry index -> (kind, proto, logs) of a kind learned ahead
+        self._timed: dict[int, _Entry] = {}  # entries of planned opens not adopted yet (timed in C), in open order
         self._touched: list = []
         self._spare: list = []  # _Outputs reused across batches
         self.learned = 0
@@ -335,10 +339,14 @@ class CoreEngine:
                 raise AssertionError(f"flow entry {idx}: a first packet of kind {kind} nobody expected")
             entries[idx].records[kind] = record_all(entry[2], entry[1], ts)
 
-    def _catch_up(self) -> None:
+    def _catch_up(self, adopt: bool = True) -> None:
         """Sync, and move the slow path's clock to the last packet the fast path saw: the timers
-        due by then fire (in their time order, as packet by packet)."""
+        due by then fire (in their time order, as packet by packet). ``adopt``: the connections
+        planned opens made become the slow path's too (not needed to read the flow logs)."""
+        self._expire_timed(self.ft.now)
         self._sync()
+        if adopt:
+            self._adopt_all()
         dp = self.dp
         if dp._now is not None and self.ft.now > dp._now:
             dp._advance(self.ft.now)
@@ -377,8 +385,11 @@ class CoreEngine:
         return result
 
     def _slow_path(self, frame: bytes, ts: float, linktype: int) -> Result:
-        self._sync()
         dp = self.dp
+        now = dp._now
+        self._expire_timed(ts if now is None or ts > now else now)
+        self._sync()
+        self._adopt_all()
         calls: list = []
         dp.flowlog.calls = calls
         self._touched = []
@@ -479,23 +490,28 @@ class CoreEngine:
         else:
             self._ahead.pop(idx, None)  # learning a reply kind replaces (or owns over) one learned ahead
 
-    def _teach_opened(self, conn, records: list, back_logs: tuple, ts: float) -> None:
-        """Teach the C table a connection a planned open just made (:mod:`hyperplane.core_open`),
-        before its first packet, which the fast loop then forwards and counts as the slow path
-        would have (the connection's opening state and timer are what that packet leaves): the
-        sandbox kind with the flow-log records that packet counts into, and the reply kind ahead
-        (its leg planned open: ``back_logs``; the remote is no sandbox), as after a slow-path open
-        (:meth:`_teach`, :meth:`_learn_reply_ahead`)."""
-        path = conn.path
+    def _teach_opened(self, conn, opened: tuple, records: list, ts: float) -> None:
+        """Teach the C table a connection a planned open just made (:mod:`hyperplane.core_open`,
+        ``opened``: what it decided), before its first packet, which the fast loop then forwards
+        and counts as the slow path would have (the connection's opening state and timer are what
+        that packet leaves): the sandbox kind with the flow-log records that packet counts into,
+        and the reply kind ahead (its leg planned open; the remote is no sandbox), as after a
+        slow-path open (:meth:`_teach`, :meth:`_learn_reply_ahead`). The entry is timed in C and
+        the connection waits for adoption (:meth:`_adopt_all`, :meth:`_expire_timed`); with a
+        conntrack limit it is adopted at once (the table counts what it holds)."""
+        plan, nat_addr, nat_port, back_logs = opened[0], opened[3], opened[4], opened[6]
         proto = conn.proto
         s_ip, s_port, r_ip, r_port = conn.lambda_tuple
-        nat = path.nat_fwd is not None
+        e_ip, e_port = conn.eni_tuple[0], conn.eni_tuple[1]
+        nat = nat_addr is not None
+        table = self.dp.table
+        timed = table.max_connections is None
         window = int(ts // 1) // self.interval
-        idx = self.ft.open(proto, conn.state, conn.expires, conn.last_seen,
-                           (s_ip, r_ip, path.eni_ip, path.nat_addr if nat else 0),
-                           (s_port, r_port, path.eni_port, path.nat_port if nat else 0), path.nat_pool is not None,
-                           path.gen, window, _kind_flags(path.eni_tap, path.internet, path), True)
-        entry = self._entry_of[conn] = _Entry(idx, conn, (conn.generation, path.gen))
+        flags = ((_core.FLOW_K_ENI | (_core.FLOW_K_INET if plan[9] else 0)) | (_core.FLOW_K_NATRW if nat else 0))
+        idx = self.ft.open(proto, conn.state, ts + table.timeout_of(conn), ts, (s_ip, r_ip, e_ip, nat_addr if nat else 0),
+                           (s_port, r_port, e_port, nat_port if nat else 0), plan[10] is not None, opened[7], window,
+                           flags, True, timed)
+        entry = self._entry_of[conn] = _Entry(idx, conn, (conn.generation, opened[7]), opened)
         entry.records[_KIND_OUT] = records
         entries = self._entries
         if idx >= len(entries):
@@ -503,6 +519,64 @@ class CoreEngine:
         entries[idx] = entry
         self._ahead[idx] = (_KIND_REPLY, proto, back_logs)
         self.learned += 2
+        conn.expires = ts + table.timeout_of(conn)
+        if timed:
+            self._timed[idx] = entry
+            live = len(table) + len(self._timed)
+            if live > table.peak:
+                table.peak = live
+        else:
+            self._adopt(entry)
+
+    def _adopt(self, entry: "_Entry") -> None:
+        """A connection of a planned open (its state folded) becomes the slow path's: its Path,
+        conntrack entry and timers (:func:`hyperplane.core_open.adopt`); the C table stops
+        timing it."""
+        adopt(self.dp, entry.conn, entry.opened)
+        entry.opened = None
+        self.ft.set_timed(entry.idx, False)
+
+    def _adopt_all(self) -> None:
+        """Adopt every connection planned opens made that is not adopted yet, in the order they
+        opened (the conntrack table lists connections in that order). Their state must be folded."""
+        if self._timed:
+            for entry in self._timed.values():
+                self._adopt(entry)
+            self._timed.clear()
+
+    def _expire_timed(self, now: float) -> None:
+        """Fire the C table's timers of unadopted connections due by ``now`` (the first-packet
+        records made first, then each entry folded): a connection whose timer ran out is
+        released as the slow path releases an expired one (``Dataplane._release``) and leaves
+        the table; when a NAT mapping went idle first, the slow path takes every unadopted
+        connection over (its NAT idle timer fires as it would have)."""
+        if not self._timed:
+            return
+        ft = self.ft
+        due = ft.take_due(now)
+        if not due:
+            return
+        events = ft.take_events()
+        if events:
+            self._first_packets(events)
+        dp = self.dp
+        timed, reschedule, records, interval = self._timed, dp.table.reschedule, dp.flowlog.table, self.interval
+        idle = False
+        for idx, expired in due:
+            entry = timed.pop(idx)
+            if not expired:
+                timed[idx] = entry  # adopted below, in open order
+                idle = True
+                continue
+            ft.fold_entry(idx, entry, reschedule, records, interval, ORIGINAL, REPLY)
+            release(dp, entry.conn, entry.opened)
+            del self._entry_of[entry.conn]
+            ft.release(idx)
+            self._entries[idx] = None
+            self._ahead.pop(idx, None)
+        if idle:
+            self._sync()
+            self._adopt_all()
 
     def _learn_reply_ahead(self, idx: int, conn, window: int) -> None:
         """Teach the REPLY kind of a connection that has had no reply yet, ahead of its first
@@ -571,8 +645,8 @@ class CoreEngine:
         idx, kind = self.ft.lookup(parsed[6], parsed[7], parsed[10], parsed[11], parsed[8])
         conn = self._entries[idx].conn
         taps = {name: tap[0][1] for name, tap in out.taps(frame).items() if len(tap)}
-        return Result(Verdict.FORWARDED, DropReason.NONE, None, None, taps, conn.path.eni_id, _DIRECTION[kind],
-                      conn.function)
+        eni_id = conn.path.eni_id if conn.path is not None else conn.eni_id  # not adopted yet: an ENI's
+        return Result(Verdict.FORWARDED, DropReason.NONE, None, None, taps, eni_id, _DIRECTION[kind], conn.function)
 
     def process_batch(self, buffer, offsets, lengths, timestamps, linktypes=None) -> BatchResult:
         """Packets ``buffer[offsets[i] : offsets[i] + lengths[i]]`` at ``timestamps[i]``: the
@@ -639,14 +713,14 @@ class CoreEngine:
         return self.dp.counters()
 
     def flow_logs(self, flush: bool = True, before=None):
-        self._catch_up()
+        self._catch_up(adopt=False)
         records = self.dp.flow_logs(flush, before)
         if flush:
             self._flushed(before, len(records))
         return records
 
     def flow_log_lines(self, before=None, joined: bool = False):
-        self._catch_up()
+        self._catch_up(adopt=False)
         out = self.dp.flow_log_lines(before, joined)
         self._flushed(before, len(out[1]))
         return out
@@ -686,6 +760,7 @@ class CoreEngine:
             "memory_bytes": ft.memory_bytes, "entry_bytes": _core.FLOW_ENTRY_BYTES,
             "slot_bytes": _core.FLOW_SLOT_BYTES, "rehashes": ft.rehashes, "learned": self.learned,
             "flow_log_records": len(records), "flow_log_bytes": records.memory_bytes, "stops": ft.stops(),
+            "timed": len(self._timed),
         }
 
 

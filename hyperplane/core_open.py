@@ -34,7 +34,7 @@ from hyperplane.reference.conntrack import ORIGINAL, PROTO_TCP, PROTO_UDP, Conn,
 from hyperplane.reference.dataplane import (ENI_PORT, K_OUT, K_REPLY, K_VPC, PLAN_CACHE_SIZE, S_LOG, S_NAT_ALLOC,
                                             Path)
 
-__all__ = ["Opener"]
+__all__ = ["Opener", "adopt", "release"]
 
 
 def _logs(steps, nat=None) -> Optional[tuple]:
@@ -115,8 +115,9 @@ class Opener:
         sandbox = sandboxes.lookup(src)
         if sandbox is None or sandboxes.lookup(dst) is not None:
             return False
-        if dp.next_timer() <= ts:  # expiry reads the connections: the fast path's changes first
-            engine._sync()
+        engine._expire_timed(ts)
+        if dp.next_timer() <= ts or engine.ft.dirty > 2 * len(engine.ft) + 4096:
+            engine._sync()  # expiry reads the connections: the fast path's changes first
         dp._advance(ts)
         table = dp.table
         if table.get((K_OUT, proto, src, sport, dst, dport)) is not None or table.full:
@@ -150,7 +151,8 @@ class Opener:
         if nat is not None and not nat_pool.can_allocate(nat[2], nat[3], nat[4]):
             return False
         # --- from here on, what Dataplane.process / _open do for this packet, but for counting
-        # and forwarding it, which the fast loop does next (in the connection's opening state)
+        # and forwarding it, which the fast loop does next (in the connection's opening state),
+        # and for the Path and the conntrack entry (``adopt``), which wait until Python needs them
         events = engine.ft.take_events()  # records of first packets the fast loop forwarded come first
         if events:
             engine._first_packets(events)
@@ -158,36 +160,64 @@ class Opener:
         eni_id = eni.id
         pool = dp._ports[eni_id]
         port = pool.allocate(proto, dst, dport, hint=(src << 16) | sport)
-        path = Path("vpc")
-        path.proto, path.version = proto, 4
-        path.eni_id, path.subnet_id, path.eni_ip, path.eni_port = eni_id, subnet_id, eni_ip, port
-        path.pool, path.slot = pool, True
-        make = dp._make
-        path.fwd = make(4, False, src, eni_ip, sport, port)
-        (path.out_steps, path.back_steps, _, _, path.untracked, path.target, path.route_label, path.dest_id, path.kind,
-         path.internet, path.nat_pool, path.nat_id) = plan
-        nat_port = None
+        nat_addr = nat_port = None
         if nat is not None:
             _, _nat_id, nat_proto, nat_dst, nat_dport = nat
-            path.nat_addr, nat_port = nat_pool.allocate(nat_proto, nat_dst, nat_dport, (eni_ip << 16) | port)
-            path.nat_port = nat_port
-            path.nat_fwd = make(4, False, eni_ip, path.nat_addr, port, nat_port)
+            nat_addr, nat_port = nat_pool.allocate(nat_proto, nat_dst, nat_dport, (eni_ip << 16) | port)
         logs = _accepted(out_points, port, nat_port)
         back_logs = _accepted(back_points, port, nat_port)
-        path.back = (None, back_logs)
-        path.gen = dp.gen
-        path.out = (None, logs)
         conn = Conn(proto, 4, function, eni_id, initial, (src, sport, dst, dport), (eni_ip, port, dst, dport), ts)
         conn.packets_orig = 0  # the fast loop counts the packet
-        conn.path = path
-        conn.untracked = path.untracked
-        conn.dest_interface_id = path.dest_id
-        table.add(conn, ((K_OUT, proto, src, sport, dst, dport), (K_REPLY, proto, dst, dport, src, sport),
-                         (K_VPC, proto, dst, dport, eni_ip, port)))
         control.commit_connection(eni)
         dp.connections_opened += 1
-        if nat is not None:
-            dp._nat_queue(conn, ts)
-        engine._teach_opened(conn, dp.flowlog.record_all(logs, proto, ts) if logs else [], back_logs, ts)
+        records = dp.flowlog.record_all(logs, proto, ts) if logs else []
+        engine._teach_opened(conn, (plan, subnet_id, pool, nat_addr, nat_port, logs, back_logs, dp.gen), records, ts)
         self.opened += 1
         return True
+
+
+def adopt(dp, conn, opened: tuple) -> None:
+    """Give a connection a planned open made (``opened``: what it decided) the ``Path`` and the
+    conntrack entry ``Dataplane._open`` gives it (keys, timer, NAT idle timer): the reference's
+    state for the connection from then on. ``conn`` holds the connection's current state."""
+    plan, subnet_id, pool, nat_addr, nat_port, logs, back_logs, gen = opened
+    proto = conn.proto
+    src, sport, dst, dport = conn.lambda_tuple
+    eni_ip, port = conn.eni_tuple[0], conn.eni_tuple[1]
+    make = dp._make
+    path = Path("vpc")
+    path.proto, path.version = proto, 4
+    path.eni_id, path.subnet_id, path.eni_ip, path.eni_port = conn.eni_id, subnet_id, eni_ip, port
+    path.pool, path.slot = pool, True
+    path.fwd = make(4, False, src, eni_ip, sport, port)
+    (path.out_steps, path.back_steps, _, _, path.untracked, path.target, path.route_label, path.dest_id, path.kind,
+     path.internet, path.nat_pool, path.nat_id) = plan
+    if nat_addr is not None:
+        path.nat_addr, path.nat_port = nat_addr, nat_port
+        path.nat_fwd = make(4, False, eni_ip, nat_addr, port, nat_port)
+    path.back = (None, back_logs)
+    path.gen = gen
+    path.out = (None, logs)
+    conn.path = path
+    conn.untracked = path.untracked
+    conn.dest_interface_id = path.dest_id
+    expires = conn.expires
+    table = dp.table
+    table.add(conn, ((K_OUT, proto, src, sport, dst, dport), (K_REPLY, proto, dst, dport, src, sport),
+                     (K_VPC, proto, dst, dport, eni_ip, port)))
+    if conn.expires != expires:  # add starts the timer from the state: the fast path may have kept it
+        conn.expires = expires
+        table.reschedule(conn)
+    if path.nat_pool is not None:
+        dp._nat_queue(conn, conn.nat_last_seen)
+
+
+def release(dp, conn, opened: tuple) -> None:
+    """``Dataplane._release`` for a connection a planned open made that expired before anything
+    adopted it: its source port, ENI slot and NAT gateway port are free again."""
+    plan, _subnet_id, pool, nat_addr, nat_port = opened[:5]
+    eni_ip, eni_port, dst, dport = conn.eni_tuple
+    pool.release(conn.proto, eni_port, dst, dport)
+    dp.control.close_connection(conn.eni_id)
+    if nat_addr is not None:
+        plan[10].release(nat_addr, conn.proto, nat_port, dst, dport)

@@ -272,6 +272,46 @@ def test_learning_in_a_new_window_forgets_the_other_kinds():
         ft.learn(idx, REPLY, 0, 1)  # fast packets counted but not folded: refused
 
 
+def test_timed_entries_are_reported_when_due_in_time_order():
+    """set_timed / take_due: the table reports a timed entry once its timer is due, in due-time
+    order: an entry refreshed since it was queued is reported at its new time, an entry whose
+    expiry the fast path moved earlier (FIN: 432000 s -> 120 s) at that earlier time; entries not
+    timed (or no longer) and released ones are never reported."""
+    ft = table()
+    a = entry(ft, sandbox_port=40000, expires=1000.0)
+    b = entry(ft, sandbox_port=40001, expires=50.0)
+    c = entry(ft, sandbox_port=40002, expires=70.0)
+    d = entry(ft, sandbox_port=40003, expires=60.0)
+    gone = entry(ft, sandbox_port=40004, expires=20.0)
+    untimed = entry(ft, sandbox_port=40005, expires=10.0)
+    for idx in (a, b, c, d, gone):
+        ft.set_timed(idx, True)
+        ft.learn(idx, OUT, 0, 0)
+    ft.release(gone)
+    assert ft.take_due(5.0) == []
+    # b refreshed (ACK in ESTABLISHED: 432000 s); a's FIN moves it to FIN_WAIT (120 s): due at 130
+    assert run(ft, [out_pkt(0x10, sport=40001), out_pkt(0x11, sport=40000)], [8.0, 10.0])[:2] == (2, "end")
+    assert ft.take_due(65.0) == [(d, True)]  # b's old time (50) passed: queued again at its new one
+    ft.set_timed(c, False)
+    assert ft.take_due(129.0) == [] and ft.take_due(130.0) == [(a, True)]  # before its old time, 1000
+    assert ft.take_due(432007.0) == [] and ft.take_due(432008.0) == [(b, True)]
+    assert ft.take_due(1e9) == [] and untimed is not None
+
+
+def test_a_timed_entry_whose_nat_mapping_goes_idle_first_is_reported_as_not_expired():
+    """With a NAT mapping, a timed entry is due at the earlier of its expiry and its last packet +
+    the NAT idle timeout (350 s); ``expired`` says which came first (the conntrack timer on a tie)."""
+    ft = table()
+    idle = entry(ft, sandbox_port=40000, expires=1000.0, last_seen=0.0, nat=True)
+    tie = entry(ft, sandbox_port=40001, expires=350.0, last_seen=0.0, nat=True)
+    early = entry(ft, sandbox_port=40002, expires=200.0, last_seen=0.0, nat=True)
+    for idx in (idle, tie, early):
+        ft.set_timed(idx, True)
+    assert ft.take_due(349.0) == [(early, True)]
+    assert sorted(ft.take_due(350.0)) == sorted([(idle, False), (tie, True)])
+    assert ft.take_due(1e9) == []  # each reported once: no longer timed
+
+
 def test_udp_exchanges_and_stream_state():
     ft = table()
     idx = ft.alloc(17)

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from hyperplane.codes import DropReason
 from hyperplane.engine import Engine, EngineOptions
 from hyperplane.reference.dataplane import build_packet
 from hyperplane.vpc.loader import load_vpc
@@ -122,3 +123,67 @@ def test_packets_given_one_at_a_time_are_opened_from_plans_too():
         if backend == "core":
             assert engine.core_stats()["opened"] == 4
     assert seen["core"] == seen["reference"]
+
+
+def _exchange(sandbox, dest, sport, t, gap=0.01):
+    """A whole TCP connection: handshake, FIN both ways, last ACK."""
+    server, port = dest
+    steps = ((sandbox, server, sport, port, 0x02), (server, sandbox, port, sport, 0x12),
+             (sandbox, server, sport, port, 0x10), (sandbox, server, sport, port, 0x11),
+             (server, sandbox, port, sport, 0x11), (sandbox, server, sport, port, 0x10))
+    return [(t + k * gap, build_packet(4, src, dst, 6, sp, dp, flags)) for k, (src, dst, sp, dp, flags) in enumerate(steps)]
+
+
+def _compare(packets, **options):
+    """Both backends over ``packets`` (one batch); everything compared, counters and emitted
+    packets included. Returns the core's stats taken right after the batch (before anything
+    adopts its connections) and after the comparison."""
+    seen, before, after = {}, None, None
+    for backend in ("core", "reference"):
+        engine = Engine(load_vpc(DEMO), SANDBOXES, EngineOptions(**options), backend=backend)
+        frames = [f for _, f in packets]
+        lengths = np.array([len(f) for f in frames], np.int64)
+        offsets = np.concatenate(([0], np.cumsum(lengths[:-1]))).astype(np.int64)
+        batch = engine.process_batch(b"".join(frames), offsets, lengths, np.array([t for t, _ in packets]))
+        if backend == "core":
+            before = engine.core_stats()
+        seen[backend] = (batch.verdicts.tolist(), batch.reasons.tolist(),
+                         {t: [(i, bytes(d)) for i, d in batch.taps[t]] for t in batch.taps}, batch.emitted,
+                         [r.format(engine.flow_log_fields) for r in engine.flow_logs(flush=False)],
+                         [(c.lambda_tuple, c.eni_tuple, int(c.state), c.expires, c.packets_orig, c.bytes_reply)
+                          for c in engine.connections()], engine.counters, engine.summary(),
+                         [r.format(engine.flow_log_fields) for r in engine.flow_logs()])
+        if backend == "core":
+            after = engine.core_stats()
+    assert seen["core"] == seen["reference"]
+    return before, after, seen["reference"]
+
+
+def test_unadopted_connections_expire_in_the_c_table():
+    """Connections planned opens made stay with the C table until Python needs them: those whose
+    timer runs out (TIME_WAIT, 120 s) are released there (source port, ENI slot) when the next
+    connection opens, as the slow path releases an expired one; the results are the reference's
+    (peak and live connection counts included)."""
+    first = [p for k in range(8) for p in _exchange(ORDERS + k, DB, 40000 + k, T0 + k)]
+    later = [p for k in range(8) for p in _exchange(ORDERS + k, DB, 41000 + k, T0 + 300 + k)]
+    before, after, seen = _compare(first + later)
+    assert seen[0] == [0] * 96
+    assert before["opened"] == 15 and before["slow_packets"] == 1
+    assert before["timed"] == 8 and before["entries"] == 8  # the first 8 expired and left the C table
+    assert after["timed"] == 0  # reading the connections adopted the rest
+    assert seen[6]["connections_peak"] == 8
+
+
+def test_a_nat_mapping_idle_on_an_unadopted_connection_is_the_slow_paths():
+    """A connection through the NAT gateway, idle past 350 s while unadopted: when the next
+    connection opens, the slow path takes the connections over and its NAT idle timer fires
+    (IdleTimeoutCount); the idle connection's next packet gets the gateway's RST, as in the
+    reference."""
+    idle = _handshakes([(ORDERS, WEB, 40000), (ORDERS + 1, WEB, 40001)])
+    t = idle[-1][0] + 400.0
+    later = [(t, build_packet(4, ORDERS + 2, WEB[0], 6, 40002, WEB[1], 0x02)),
+             (t + 1, build_packet(4, ORDERS + 1, WEB[0], 6, 40001, WEB[1], 0x18, payload=b"late"))]
+    before, _, seen = _compare(idle + later)
+    assert before["opened"] == 2  # the second of the first two, and the later one
+    assert seen[1][-1] == DropReason.NAT_IDLE_TIMEOUT and len(seen[3]["lambda"]) == 1  # the gateway's RST
+    assert seen[6]["nat_gateways"]["nat-0publica000000000"]["idle_timeout_count"] == 2
