@@ -15,7 +15,8 @@ ASAN_TESTS ?= tests/property/test_parser_fuzz.py tests/unit/test_core_parse.py t
 	tests/property/test_fuzz_capture.py tests/unit/test_io_scan.py tests/unit/test_core_flow.py \
 	tests/unit/test_core_policy.py tests/unit/test_core_ports.py tests/unit/test_core_lpm.py \
 	tests/property/test_differential.py tests/unit/test_core_regressions.py tests/scenarios/test_behaviours.py \
-	tests/unit/test_core_flowlog.py tests/scenarios/test_flow_log_stream.py tests/unit/test_core_rewrite.py
+	tests/unit/test_core_flowlog.py tests/scenarios/test_flow_log_stream.py tests/unit/test_core_rewrite.py \
+	tests/unit/test_core_open.py
 
 .PHONY: build test asan clean
 

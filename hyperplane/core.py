@@ -13,8 +13,17 @@ VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the referen
   packets of a connection whose own timer ran out.
 - **Planned opens**: a connection's first packet (a fast-loop ``miss``) to a destination already
   planned from the same ENI is opened from that plan without the slow path
-  (:mod:`hyperplane.core_open`: the same connection, ports, records and result as the
-  reference's ``_open``), and taught at once; anything else it declines to the slow path.
+  (:mod:`hyperplane.core_open`: the same ENI slot, ports and flow-log records as the reference's
+  ``_open``), taught at once, and forwarded by the fast loop; anything else it declines to the
+  slow path. The connection stays the C table's until Python needs it: its entry is *timed*
+  (``FlowTable.set_timed``: the C table keeps its timer, the earlier of its expiry and its NAT
+  idle deadline), and the slow path has no ``Path`` or conntrack entry for it. When its timer
+  runs out (``FlowTable.take_due``, checked before every open and slow-path packet) it is
+  released as the slow path releases an expired connection (``core_open.release``); before any
+  slow-path packet, any read of the state but the flow logs, or when a NAT mapping of one went
+  idle, every such connection is *adopted* in open order (``core_open.adopt``: the ``Path``,
+  keys and timers ``_open`` gives it, from its current state), and the slow path owns it from
+  then on. The conntrack table's peak counts them while unadopted.
 - **Learning**: after the slow path forwarded a packet of a tracked IPv4 connection, the engine
   teaches the C table (``ext/hp_flow.h``) that connection's endpoints, state and timer, and for
   the packet's *key kind* (the sandbox's packet / a reply in the sandbox's view / a reply in VPC
@@ -47,10 +56,11 @@ VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the referen
   the slow path changed a connection its entry is reloaded; removing a connection removes its
   entry (``ConnTable.listener``).
 
-Memory: the C side costs 80 bytes per entry plus 8-byte index slots (at most 3 per connection,
-at most 3/4 full), grown by doubling, and 80 bytes per flow-log record plus 4-byte index slots
-(at most half full); the Python side keeps the reference's ``Conn`` objects.
-``core_stats()`` reports the tables' sizes and why the fast loop stopped.
+Memory: the C side costs 80 bytes per entry plus 8 bytes for its timer's time and 8-byte index
+slots (at most 3 per connection, at most 3/4 full), grown by doubling, 16 bytes per queued timer
+of a timed entry, and 80 bytes per flow-log record plus 4-byte index slots (at most half full);
+the Python side keeps a ``Conn`` per connection (and the reference's ``Path`` once adopted).
+``core_stats()`` reports the tables' sizes, the timed connections and why the fast loop stopped.
 """
 from __future__ import annotations
 

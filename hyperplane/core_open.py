@@ -9,17 +9,20 @@ left for the next connection to the same destination is allocating its ports and
 down. :class:`Opener` does just that, for the case where every remaining step of both opening
 legs is a flow-log point or the NAT gateway's port allocation (the demo's and the benchmark's
 paths; a plan with a NACL or security-group check left on a leg is not compiled), and the
-connection it makes is the one the reference makes: the same ENI, ports, ``Conn`` and ``Path``,
-flow-log records and packets, in the same order (the backends' differential test compares them).
+connection it makes is the one the reference makes: the same ENI, ports, ``Conn`` and ``Path``
+(once adopted), flow-log records and packets, in the same order (the backends' differential test
+compares them).
 
 The opening packet itself is not counted or rendered here: the connection is taught to the C
 table (its sandbox kind, and its reply kind ahead, as after a slow-path open) in the state and
 with the timer that packet leaves it in (a TCP packet whose transition would change the state is
 declined), and the fast loop then forwards and counts it as the slow path would have, into the
-flow-log records made here.
+flow-log records made here. Nor does the slow path get the connection yet: its ``Path`` and
+conntrack entry are made only when Python needs them (:func:`adopt`); until then the C table
+times it, and an expired one is released without them (:func:`release`).
 
-It declines (returns False, having changed nothing but the clock, which the slow path would move
-first too) whenever anything else could happen: a packet that is not a sandbox's IPv4 TCP/UDP
+It declines (returns False, having changed nothing but the clock and the timers due by then, which
+the slow path would move and fire first too) whenever anything else could happen: a packet that is not a sandbox's IPv4 TCP/UDP
 first packet of a connection, a control-plane timer due, a function not Active, no usable ENI
 slot (a new ENI, a refusal), a destination not planned yet, a NAT gateway out of ports. The
 slow path then handles the packet as before.
