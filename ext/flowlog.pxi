@@ -53,6 +53,24 @@ cdef extern from "hp_flowlog.h" nogil:
 _FLOWLOG_ACTIONS = ("ACCEPT", "REJECT")
 
 
+cdef class FlowLogPoints:
+    """Log points interned by one :class:`FlowLogTable` (``FlowLogTable.points``): what
+    ``record_points`` needs to make the ACCEPT records of a packet at each of them for a
+    connection whose ENI and NAT ports fill the ports the points leave open."""
+
+    cdef hp_rec *keys
+    cdef uint8_t *modes  # per point: 1 sport is the ENI port, 2 the NAT port; 4 / 8 the same for dport
+    cdef readonly Py_ssize_t count
+    cdef object table
+
+    def __dealloc__(self):
+        free(self.keys)
+        free(self.modes)
+
+    def __len__(self):
+        return self.count
+
+
 cdef class FlowLogTable:
     """Flow-log records by (interface, 5-tuple, action, window): the store behind the core
     backend's aggregator. ``record_all`` / ``add_all`` return record ids (ints, valid until the
@@ -155,6 +173,75 @@ cdef class FlowLogTable:
             key.dst = self._addr(dst)
             key.sport = <uint16_t>sport
             key.dport = <uint16_t>dport
+            got = hp_fl_get(&self._t, &key, second)
+            if got < 0:
+                raise MemoryError("flow-log records")
+            out.append(got)
+        return out
+
+    def points(self, points, int eni_port_mark):
+        """Intern log points ``(interface id, src, dst, sport, dport, extra)`` for
+        :meth:`record_points`: a port equal to ``eni_port_mark`` stands for the connection's ENI
+        port, None for its NAT gateway port."""
+        cdef FlowLogPoints out = FlowLogPoints()
+        cdef Py_ssize_t n = len(points), j = 0
+        cdef hp_rec *key
+        cdef uint8_t mode
+        out.table = self
+        out.keys = <hp_rec *>malloc(sizeof(hp_rec) * (n if n else 1))
+        out.modes = <uint8_t *>malloc(n if n else 1)
+        if out.keys == NULL or out.modes == NULL:
+            raise MemoryError()
+        for eni_id, src, dst, sport, dport, extra in points:
+            key = &out.keys[j]
+            key.extra = self._extra(extra)
+            key.live = 2 if key.extra != 0 and extra.get("type") == "IPv6" else 0
+            key.iface = self._iface(eni_id)
+            key.src = self._addr(src)
+            key.dst = self._addr(dst)
+            key.action = 0
+            mode = 0
+            if sport is None:
+                mode |= 2
+            elif sport == eni_port_mark:
+                mode |= 1
+            else:
+                key.sport = <uint16_t>sport
+            if dport is None:
+                mode |= 8
+            elif dport == eni_port_mark:
+                mode |= 4
+            else:
+                key.dport = <uint16_t>dport
+            out.modes[j] = mode
+            j += 1
+            out.count = j
+        return out
+
+    def record_points(self, FlowLogPoints points, int proto, int eni_port, int nat_port, double ts):
+        """:meth:`record_all` of the ACCEPT logs at ``points`` for a connection with these ENI
+        and NAT ports: the same records, without a tuple per log."""
+        if points.table is not self:
+            raise ValueError("log points interned by another table")
+        cdef hp_rec key
+        cdef int64_t second, got
+        cdef Py_ssize_t j
+        cdef uint8_t mode
+        cdef int64_t window = self._window(ts, &second)
+        out = []
+        for j in range(points.count):
+            key = points.keys[j]
+            key.window = window
+            key.proto = <uint8_t>proto
+            mode = points.modes[j]
+            if mode & 1:
+                key.sport = <uint16_t>eni_port
+            elif mode & 2:
+                key.sport = <uint16_t>nat_port
+            if mode & 4:
+                key.dport = <uint16_t>eni_port
+            elif mode & 8:
+                key.dport = <uint16_t>nat_port
             got = hp_fl_get(&self._t, &key, second)
             if got < 0:
                 raise MemoryError("flow-log records")

@@ -301,7 +301,8 @@ class CoreEngine:
         self.interval = old.interval
         self._entry_of: dict = {}  # Conn -> its _Entry
         self._entries: list = []  # entry index -> _Entry (None when free)
-        self._ahead: dict[int, tuple] = {}  # entry index -> (kind, proto, logs) of a kind learned ahead
+        # entry index -> (kind, make, args) of a kind learned ahead: make(*args, ts) makes its records
+        self._ahead: dict[int, tuple] = {}
         self._timed: dict[int, _Entry] = {}  # entries of planned opens not adopted yet (timed in C), in open order
         self._touched: list = []
         self._spare: list = []  # _Outputs reused across batches
@@ -341,13 +342,12 @@ class CoreEngine:
         """Make the flow-log records of kinds learned ahead whose first packet the fast path
         forwarded (in packet order, before anything else reads the records): those the slow path
         would have made for it; the fold counts the packet into them."""
-        record_all = self.dp.flowlog.record_all
         ahead, entries = self._ahead, self._entries
         for idx, kind, ts in events:
             entry = ahead.pop(idx, None)
             if entry is None or entry[0] != kind:
                 raise AssertionError(f"flow entry {idx}: a first packet of kind {kind} nobody expected")
-            entries[idx].records[kind] = record_all(entry[2], entry[1], ts)
+            entries[idx].records[kind] = entry[1](*entry[2], ts)
 
     def _catch_up(self, adopt: bool = True) -> None:
         """Sync, and move the slow path's clock to the last packet the fast path saw: the timers
@@ -500,7 +500,7 @@ class CoreEngine:
         else:
             self._ahead.pop(idx, None)  # learning a reply kind replaces (or owns over) one learned ahead
 
-    def _teach_opened(self, conn, opened: tuple, records: list, ts: float) -> None:
+    def _teach_opened(self, conn, opened, records: list, ts: float) -> None:
         """Teach the C table a connection a planned open just made (:mod:`hyperplane.core_open`,
         ``opened``: what it decided), before its first packet, which the fast loop then forwards
         and counts as the slow path would have (the connection's opening state and timer are what
@@ -509,7 +509,7 @@ class CoreEngine:
         slow-path open (:meth:`_teach`, :meth:`_learn_reply_ahead`). The entry is timed in C and
         the connection waits for adoption (:meth:`_adopt_all`, :meth:`_expire_timed`); with a
         conntrack limit it is adopted at once (the table counts what it holds)."""
-        plan, nat_addr, nat_port, back_logs = opened[0], opened[3], opened[4], opened[6]
+        plan, nat_addr, nat_port, gen = opened.plan, opened.nat_addr, opened.nat_port, opened.gen
         proto = conn.proto
         s_ip, s_port, r_ip, r_port = conn.lambda_tuple
         e_ip, e_port = conn.eni_tuple[0], conn.eni_tuple[1]
@@ -517,19 +517,21 @@ class CoreEngine:
         table = self.dp.table
         timed = table.max_connections is None
         window = int(ts // 1) // self.interval
-        flags = ((_core.FLOW_K_ENI | (_core.FLOW_K_INET if plan[9] else 0)) | (_core.FLOW_K_NATRW if nat else 0))
-        idx = self.ft.open(proto, conn.state, ts + table.timeout_of(conn), ts, (s_ip, r_ip, e_ip, nat_addr if nat else 0),
-                           (s_port, r_port, e_port, nat_port if nat else 0), plan[10] is not None, opened[7], window,
-                           flags, True, timed)
-        entry = self._entry_of[conn] = _Entry(idx, conn, (conn.generation, opened[7]), opened)
+        internet, nat_pool = plan[9], plan[10]  # planned Path attributes (Dataplane._plan)
+        flags = _core.FLOW_K_ENI | (_core.FLOW_K_INET if internet else 0) | (_core.FLOW_K_NATRW if nat else 0)
+        conn.expires = ts + table.timeout_of(conn)  # as ConnTable.add starts it
+        idx = self.ft.open(proto, conn.state, conn.expires, ts, (s_ip, r_ip, e_ip, nat_addr if nat else 0),
+                           (s_port, r_port, e_port, nat_port if nat else 0), nat_pool is not None, gen, window, flags,
+                           True, timed)
+        entry = self._entry_of[conn] = _Entry(idx, conn, (conn.generation, gen), opened)
         entry.records[_KIND_OUT] = records
         entries = self._entries
         if idx >= len(entries):
             entries.extend([None] * (idx + 1 - len(entries)))
         entries[idx] = entry
-        self._ahead[idx] = (_KIND_REPLY, proto, back_logs)
+        self._ahead[idx] = (_KIND_REPLY, self.dp.flowlog.table.record_points,
+                            (opened.back_interned, proto, e_port, nat_port if nat else 0))
         self.learned += 2
-        conn.expires = ts + table.timeout_of(conn)
         if timed:
             self._timed[idx] = entry
             live = len(table) + len(self._timed)
@@ -602,7 +604,7 @@ class CoreEngine:
             return
         flags = _kind_flags(path.eni_tap, path.internet, path)
         self.ft.learn(idx, _KIND_REPLY, flags, window, first=True)
-        self._ahead[idx] = (_KIND_REPLY, conn.proto, path.back[1])
+        self._ahead[idx] = (_KIND_REPLY, self.dp.flowlog.record_all, (path.back[1], conn.proto))
         self.learned += 1
 
     # --- the API ----------------------------------------------------------------------------

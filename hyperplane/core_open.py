@@ -30,14 +30,28 @@ slow path then handles the packet as before.
 from __future__ import annotations
 
 from functools import partial
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from hyperplane import _core, tcpstate
 from hyperplane.reference.conntrack import ORIGINAL, PROTO_TCP, PROTO_UDP, Conn, ConnTable
 from hyperplane.reference.dataplane import (ENI_PORT, K_OUT, K_REPLY, K_VPC, PLAN_CACHE_SIZE, S_LOG, S_NAT_ALLOC,
                                             Path)
 
-__all__ = ["Opener", "adopt", "release"]
+__all__ = ["Opened", "Opener", "adopt", "release"]
+
+
+class Opened(NamedTuple):
+    """What a planned open decided for a connection that the slow path has not adopted yet."""
+
+    plan: tuple  # the reference's plan (Dataplane._plans): steps and planned Path attributes
+    subnet_id: str
+    pool: object  # the ENI's source-port pool
+    nat_addr: Optional[int]  # the NAT gateway's address and port (None: no NAT gateway)
+    nat_port: Optional[int]
+    out_points: tuple  # the legs' log points, ports as planned (see _logs)
+    back_points: tuple
+    gen: int  # the configuration generation it was planned under
+    back_interned: object  # back_points interned by the flow-log table (FlowLogTable.points)
 
 
 def _logs(steps, nat=None) -> Optional[tuple]:
@@ -96,7 +110,8 @@ class Opener:
         back = None if out is None else _logs(plan[3], out[1])
         done = None
         if back is not None and back[1] is out[1] and eni.private_ip is not None:
-            done = (plan, int(eni.private_ip), out[0], out[1], back[0])
+            intern = self.dp.flowlog.table.points
+            done = (plan, int(eni.private_ip), out[0], out[1], back[0], intern(out[0], ENI_PORT), intern(back[0], ENI_PORT))
         if len(self.compiled) >= PLAN_CACHE_SIZE:
             self.compiled = {}
         self.compiled[key] = (plan, done)
@@ -149,7 +164,7 @@ class Opener:
         done = got[1] if got is not None and got[0] is plan else self._compile(key, plan, eni)
         if done is None:
             return False
-        _, eni_ip, out_points, nat, back_points = done
+        _, eni_ip, out_points, nat, back_points, out_interned, back_interned = done
         nat_pool = plan[10]
         if nat is not None and not nat_pool.can_allocate(nat[2], nat[3], nat[4]):
             return False
@@ -167,23 +182,22 @@ class Opener:
         if nat is not None:
             _, _nat_id, nat_proto, nat_dst, nat_dport = nat
             nat_addr, nat_port = nat_pool.allocate(nat_proto, nat_dst, nat_dport, (eni_ip << 16) | port)
-        logs = _accepted(out_points, port, nat_port)
-        back_logs = _accepted(back_points, port, nat_port)
         conn = Conn(proto, 4, function, eni_id, initial, (src, sport, dst, dport), (eni_ip, port, dst, dport), ts)
         conn.packets_orig = 0  # the fast loop counts the packet
         control.commit_connection(eni)
         dp.connections_opened += 1
-        records = dp.flowlog.record_all(logs, proto, ts) if logs else []
-        engine._teach_opened(conn, (plan, subnet_id, pool, nat_addr, nat_port, logs, back_logs, dp.gen), records, ts)
+        records = dp.flowlog.table.record_points(out_interned, proto, port, nat_port or 0, ts) if out_points else []
+        engine._teach_opened(conn, Opened(plan, subnet_id, pool, nat_addr, nat_port, out_points, back_points, dp.gen,
+                                          back_interned), records, ts)
         self.opened += 1
         return True
 
 
-def adopt(dp, conn, opened: tuple) -> None:
+def adopt(dp, conn, opened: Opened) -> None:
     """Give a connection a planned open made (``opened``: what it decided) the ``Path`` and the
     conntrack entry ``Dataplane._open`` gives it (keys, timer, NAT idle timer): the reference's
     state for the connection from then on. ``conn`` holds the connection's current state."""
-    plan, subnet_id, pool, nat_addr, nat_port, logs, back_logs, gen = opened
+    plan, subnet_id, pool, nat_addr, nat_port, out_points, back_points, gen, _ = opened
     proto = conn.proto
     src, sport, dst, dport = conn.lambda_tuple
     eni_ip, port = conn.eni_tuple[0], conn.eni_tuple[1]
@@ -198,9 +212,9 @@ def adopt(dp, conn, opened: tuple) -> None:
     if nat_addr is not None:
         path.nat_addr, path.nat_port = nat_addr, nat_port
         path.nat_fwd = make(4, False, eni_ip, nat_addr, port, nat_port)
-    path.back = (None, back_logs)
+    path.back = (None, _accepted(back_points, port, nat_port))
     path.gen = gen
-    path.out = (None, logs)
+    path.out = (None, _accepted(out_points, port, nat_port))
     conn.path = path
     conn.untracked = path.untracked
     conn.dest_interface_id = path.dest_id
@@ -215,10 +229,10 @@ def adopt(dp, conn, opened: tuple) -> None:
         dp._nat_queue(conn, conn.nat_last_seen)
 
 
-def release(dp, conn, opened: tuple) -> None:
+def release(dp, conn, opened: Opened) -> None:
     """``Dataplane._release`` for a connection a planned open made that expired before anything
     adopted it: its source port, ENI slot and NAT gateway port are free again."""
-    plan, _subnet_id, pool, nat_addr, nat_port = opened[:5]
+    plan, _subnet_id, pool, nat_addr, nat_port = opened[:5]  # Opened
     eni_ip, eni_port, dst, dport = conn.eni_tuple
     pool.release(conn.proto, eni_port, dst, dport)
     dp.control.close_connection(conn.eni_id)

@@ -107,3 +107,32 @@ def test_addresses_of_flushed_records_are_forgotten():
     assert table.address_count < 10
     assert table.flush().lines_v2(ACCOUNT) == [
         f"2 {ACCOUNT} eni-0a 10.0.1.4 203.0.113.9 1024 443 6 1 40 1100 1100 ACCEPT OK"]
+
+
+open_points = st.tuples(st.sampled_from(IFACES), st.sampled_from(ADDRS), st.sampled_from(ADDRS),
+                        st.sampled_from((443, 5432, -1, None)), st.sampled_from((53, 443, -1, None)),
+                        st.sampled_from(EXTRAS))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.lists(open_points, max_size=4), st.sampled_from((6, 17)), st.integers(1024, 65535),
+                          st.integers(1024, 65535), times), min_size=1, max_size=6))
+def test_records_at_interned_points_are_those_of_the_logs_they_stand_for(steps):
+    """record_points (the core's planned opens: points with the ENI port as -1 and the NAT port
+    as None, filled per connection) makes the records record_all makes for the logs those points
+    give, in the same order, reusing the same ones."""
+    by_points, by_logs = _table(60), _table(60)
+    for points, proto, eni_port, nat_port, ts in steps:
+        logs = [(i, s, d, eni_port if sp == -1 else nat_port if sp is None else sp,
+                 eni_port if dp == -1 else nat_port if dp is None else dp, "ACCEPT", x) for i, s, d, sp, dp, x in points]
+        interned = by_points.points(points, -1)
+        assert len(interned) == len(points)
+        assert by_points.record_points(interned, proto, eni_port, nat_port, ts) == by_logs.record_all(logs, proto, ts)
+    assert [r.format(V5_CUSTOM_FIELDS) for r in by_points.flush().records(ACCOUNT)] == \
+           [r.format(V5_CUSTOM_FIELDS) for r in by_logs.flush().records(ACCOUNT)]
+
+
+def test_points_belong_to_the_table_that_interned_them():
+    points = _table(60).points([("eni-0a", "10.0.1.4", "10.0.3.10", -1, 5432, None)], -1)
+    with pytest.raises(ValueError):
+        _table(60).record_points(points, 6, 40000, 0, 1_793_610_000.0)
