@@ -299,7 +299,7 @@ class CoreEngine:
         )
         self.ft.gen = dp.gen
         self.interval = old.interval
-        self._entry_of: dict = {}  # Conn -> its _Entry
+        self._entry_of: dict = {}  # Conn -> its _Entry (connections the slow path tracks)
         self._entries: list = []  # entry index -> _Entry (None when free)
         # entry index -> (kind, make, args) of a kind learned ahead: make(*args, ts) makes its records
         self._ahead: dict[int, tuple] = {}
@@ -352,7 +352,8 @@ class CoreEngine:
     def _catch_up(self, adopt: bool = True) -> None:
         """Sync, and move the slow path's clock to the last packet the fast path saw: the timers
         due by then fire (in their time order, as packet by packet). ``adopt``: the connections
-        planned opens made become the slow path's too (not needed to read the flow logs)."""
+        planned opens made become the slow path's too (not needed to read the flow logs, the
+        summary or the counters)."""
         self._expire_timed(self.ft.now)
         self._sync()
         if adopt:
@@ -523,7 +524,7 @@ class CoreEngine:
         idx = self.ft.open(proto, conn.state, conn.expires, ts, (s_ip, r_ip, e_ip, nat_addr if nat else 0),
                            (s_port, r_port, e_port, nat_port if nat else 0), nat_pool is not None, gen, window, flags,
                            True, timed)
-        entry = self._entry_of[conn] = _Entry(idx, conn, (conn.generation, gen), opened)
+        entry = _Entry(idx, conn, (conn.generation, gen), opened)
         entry.records[_KIND_OUT] = records
         entries = self._entries
         if idx >= len(entries):
@@ -545,6 +546,7 @@ class CoreEngine:
         conntrack entry and timers (:func:`hyperplane.core_open.adopt`); the C table stops
         timing it."""
         adopt(self.dp, entry.conn, entry.opened)
+        self._entry_of[entry.conn] = entry
         entry.opened = None
         self.ft.set_timed(entry.idx, False)
 
@@ -582,7 +584,6 @@ class CoreEngine:
                 continue
             ft.fold_entry(idx, entry, reschedule, records, interval, ORIGINAL, REPLY)
             release(dp, entry.conn, entry.opened)
-            del self._entry_of[entry.conn]
             ft.release(idx)
             self._entries[idx] = None
             self._ahead.pop(idx, None)
@@ -717,12 +718,14 @@ class CoreEngine:
         return self.dp.explain(function, dst_ip, dst_port, proto)
 
     def summary(self) -> dict:
-        self._catch_up()
+        self._catch_up(adopt=False)  # it reads no connection
         return self.dp.summary()
 
     def counters(self) -> dict:
-        self._catch_up()
-        return self.dp.counters()
+        self._catch_up(adopt=False)
+        counters = self.dp.counters()
+        counters["connections_live"] += len(self._timed)  # the conntrack table holds the adopted ones
+        return counters
 
     def flow_logs(self, flush: bool = True, before=None):
         self._catch_up(adopt=False)
