@@ -408,14 +408,17 @@ cdef class FlowTable:
                 self._fold(c, entries[idx], reschedule, count, interval, orig_dir, reply_dir)
         self._t.ndirty = 0
 
-    def fold_entry(self, idx, entry, reschedule, records, uint32_t interval, orig_dir, reply_dir):
-        """fold_into for entry ``idx`` alone (its ``entries[idx]``: ``entry``), when changed."""
+    def fold_counts(self, idx, list records_by_kind, records, uint32_t interval):
+        """fold_into's flow-log part alone, for entry ``idx`` when changed (the counts into
+        ``records_by_kind``, its record ids by key kind), whose connection is dropped unread (an
+        unadopted connection that expired: the core's ``_expire_timed``). The entry's counters
+        are reset (its index stays in the dirty list: fold_into skips it unless changed again)."""
         cdef hp_conn *c = self._conn(idx)
-        if c.bits & HP_C_DIRTY:  # its index stays in the dirty list: fold_into skips it, unless changed again
-            self._fold(c, entry, reschedule, records.count, interval, orig_dir, reply_dir)
+        if c.bits & HP_C_DIRTY:
+            self._count(c, records_by_kind, records.count, interval)
+            self._reset(c)
 
     cdef int _fold(self, hp_conn *c, entry, reschedule, count, uint32_t interval, orig_dir, reply_dir) except -1:
-        cdef uint64_t base = <uint64_t>c.window * interval
         conn = entry.conn
         conn.state = c.state
         conn.expires = c.expires
@@ -425,17 +428,27 @@ cdef class FlowTable:
             conn.packets_orig += c.pkts[0]
             conn.bytes_orig += c.bytes[0]
             conn.flags_orig |= c.raw_flags[0]
-            count(entry.records[0], c.pkts[0], c.bytes[0], base + c.end_off[0], c.aws_flags[0])
         if c.pkts[1]:
             conn.packets_reply += c.pkts[1]
             conn.bytes_reply += c.bytes[1]
             conn.flags_reply |= c.raw_flags[1]
             conn.replied = True
-            count(entry.records[(c.bits >> HP_C_OWNER_SHIFT) & 3], c.pkts[1], c.bytes[1], base + c.end_off[1],
-                  c.aws_flags[1])
         if c.proto == 17:
             conn.exchanges += c.exchanges
             conn._last_dir = reply_dir if c.bits & HP_C_LASTREPLY else orig_dir
+        self._count(c, entry.records, count, interval)
+        self._reset(c)
+        return 0
+
+    cdef int _count(self, hp_conn *c, list recs, count, uint32_t interval) except -1:
+        cdef uint64_t base = <uint64_t>c.window * interval
+        if c.pkts[0]:
+            count(recs[0], c.pkts[0], c.bytes[0], base + c.end_off[0], c.aws_flags[0])
+        if c.pkts[1]:
+            count(recs[(c.bits >> HP_C_OWNER_SHIFT) & 3], c.pkts[1], c.bytes[1], base + c.end_off[1], c.aws_flags[1])
+        return 0
+
+    cdef void _reset(self, hp_conn *c):
         c.pkts[0] = c.pkts[1] = 0
         c.bytes[0] = c.bytes[1] = 0
         c.raw_flags[0] = c.raw_flags[1] = 0
@@ -443,7 +456,6 @@ cdef class FlowTable:
         c.end_off[0] = c.end_off[1] = 0
         c.exchanges = 0
         c.bits &= ~HP_C_DIRTY
-        return 0
 
     @property
     def dirty(self):

@@ -574,7 +574,7 @@ class CoreEngine:
         if events:
             self._first_packets(events)
         dp = self.dp
-        timed, reschedule, records, interval = self._timed, dp.table.reschedule, dp.flowlog.table, self.interval
+        timed, records, interval = self._timed, dp.flowlog.table, self.interval
         idle = False
         for idx, expired in due:
             entry = timed.pop(idx)
@@ -582,7 +582,7 @@ class CoreEngine:
                 timed[idx] = entry  # adopted below, in open order
                 idle = True
                 continue
-            ft.fold_entry(idx, entry, reschedule, records, interval, ORIGINAL, REPLY)
+            ft.fold_counts(idx, entry.records, records, interval)  # the connection itself is dropped
             release(dp, entry.conn, entry.opened)
             ft.release(idx)
             self._entries[idx] = None

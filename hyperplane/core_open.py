@@ -134,9 +134,13 @@ class Opener:
         if sandbox is None or sandboxes.lookup(dst) is not None:
             return False
         engine._expire_timed(ts)
-        if dp.next_timer() <= ts or engine.ft.dirty > 2 * len(engine.ft) + 4096:
+        if dp.next_timer() <= ts:
             engine._sync()  # expiry reads the connections: the fast path's changes first
-        dp._advance(ts)
+            dp._advance(ts)
+        else:
+            if engine.ft.dirty > 2 * len(engine.ft) + 4096:
+                engine._sync()  # the list of changed entries stays bounded
+            dp._now = ts  # all Dataplane._advance does when no timer is due
         table = dp.table
         if table.get((K_OUT, proto, src, sport, dst, dport)) is not None or table.full:
             return False
