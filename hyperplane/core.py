@@ -577,11 +577,10 @@ class CoreEngine:
         timed, records, interval = self._timed, dp.flowlog.table, self.interval
         idle = False
         for idx, expired in due:
-            entry = timed.pop(idx)
             if not expired:
-                timed[idx] = entry  # adopted below, in open order
-                idle = True
+                idle = True  # left in place: adopted below, with the others, in open order
                 continue
+            entry = timed.pop(idx)
             ft.fold_counts(idx, entry.records, records, interval)  # the connection itself is dropped
             release(dp, entry.conn, entry.opened)
             ft.release(idx)

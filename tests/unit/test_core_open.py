@@ -188,3 +188,15 @@ def test_a_nat_mapping_idle_on_an_unadopted_connection_is_the_slow_paths():
     assert before["opened"] == 2  # the second of the first two, and the later one
     assert seen[1][-1] == DropReason.NAT_IDLE_TIMEOUT and len(seen[3]["lambda"]) == 1  # the gateway's RST
     assert seen[5]["nat_gateways"]["nat-0publica000000000"]["idle_timeout_count"] == 2
+
+
+def test_unadopted_connections_are_adopted_in_the_order_they_opened():
+    """A NAT mapping going idle hands every unadopted connection to the slow path; they are
+    listed in the order they opened (the idle one first here), as the reference lists them."""
+    first = _handshakes([(ORDERS, WEB, 40000), (ORDERS + 1, DB, 40001), (ORDERS + 2, WEB, 40002),
+                         (ORDERS + 3, DB, 40003)])  # the first two plan; the last two wait, the NAT one first
+    t = first[-1][0] + 400.0  # the NAT mappings are idle; the database connections are not due
+    later = [(t, build_packet(4, ORDERS + 4, DB[0], 6, 40004, DB[1], 0x02))]
+    before, after, seen = _compare(first + later)
+    assert before["opened"] == 3 and after["timed"] == 0
+    assert [c[0][0] for c in seen[7]] == [ORDERS + k for k in range(5)]
