@@ -129,8 +129,8 @@ typedef struct hp_flow_event {
     uint32_t kind;
 } hp_flow_event;
 
-/* A queued timer of a timed entry (HP_C_TIMED): its due time when queued. */
-typedef struct hp_timer {
+/* A queued timer of a timed entry (HP_C_TIMED): its due time when queued. Packed: 12 bytes. */
+typedef struct __attribute__((packed)) hp_timer {
     double when;
     uint32_t idx;
 } hp_timer;
@@ -152,7 +152,6 @@ typedef struct hp_flow_table {
     uint32_t ndirty, cap_dirty;
     hp_flow_event *events;      /* first packets of kinds learned ahead, in packet order */
     uint32_t nevents, cap_events;
-    double *queued;             /* per entry: the time of its live timer (timed entries; else inf) */
     hp_timer *timers;           /* binary min-heap of the timed entries' timers (stale ones too) */
     uint32_t ntimers, cap_timers;
     uint64_t rehashes;
@@ -230,11 +229,10 @@ static inline int hp_flow_init(hp_flow_table *t, uint32_t expected)
         expected = 16;
     nslots = hp_pow2_at_least(((uint64_t)expected * 3 * 4 + 2) / 3);
     t->conns = (hp_conn *)calloc(expected, sizeof(hp_conn));
-    t->queued = (double *)malloc(sizeof(double) * expected);
     t->slots = (hp_slot *)calloc(nslots, sizeof(hp_slot));
     t->dirty = (uint32_t *)malloc(sizeof(uint32_t) * 64);
-    if (!t->conns || !t->queued || !t->slots || !t->dirty) {
-        free(t->conns); free(t->queued); free(t->slots); free(t->dirty);
+    if (!t->conns || !t->slots || !t->dirty) {
+        free(t->conns); free(t->slots); free(t->dirty);
         memset(t, 0, sizeof(*t));
         return -1;
     }
@@ -252,7 +250,6 @@ static inline void hp_flow_free(hp_flow_table *t)
     free(t->slots);
     free(t->dirty);
     free(t->events);
-    free(t->queued);
     free(t->timers);
     memset(t, 0, sizeof(*t));
 }
@@ -261,7 +258,7 @@ static inline size_t hp_flow_memory(const hp_flow_table *t)
 {
     return (size_t)t->cap_conns * sizeof(hp_conn) + (size_t)(t->mask + 1) * sizeof(hp_slot)
            + (size_t)t->cap_dirty * sizeof(uint32_t) + (size_t)t->cap_events * sizeof(hp_flow_event)
-           + (size_t)t->cap_conns * sizeof(double) + (size_t)t->cap_timers * sizeof(hp_timer);
+           + (size_t)t->cap_timers * sizeof(hp_timer);
 }
 
 /* --- the index ------------------------------------------------------------------------------- */
@@ -406,10 +403,6 @@ static inline int64_t hp_flow_alloc(hp_flow_table *t, uint8_t proto)
             hp_conn *grown;
             if (cap > 0x3FFFFFFFu)
                 return -1;
-            double *queued = (double *)realloc(t->queued, (size_t)cap * sizeof(double));
-            if (!queued)
-                return -1;
-            t->queued = queued;
             grown = (hp_conn *)realloc(t->conns, (size_t)cap * sizeof(hp_conn));
             if (!grown)
                 return -1;
@@ -420,7 +413,6 @@ static inline int64_t hp_flow_alloc(hp_flow_table *t, uint8_t proto)
         idx = t->top++;
     }
     memset(&t->conns[idx], 0, sizeof(hp_conn));
-    t->queued[idx] = INFINITY;
     t->conns[idx].proto = proto;
     t->conns[idx].window = 0xFFFFFFFFu;
     t->nconns++;
@@ -462,9 +454,11 @@ static inline int hp_flow_mark_dirty(hp_flow_table *t, uint32_t idx)
 /* --- timers of timed entries -------------------------------------------------------------------
  * A timed entry's timer is due at min(expires, last_seen + nat_idle when it holds a NAT mapping).
  * The heap keeps at least one item per timed entry at or before that time: an item is pushed when
- * the entry is timed and whenever its expiry moves before the queued time (`queued`); an item
- * popped before the entry is due is queued again at its due time (the timer was refreshed);
- * items of entries no longer timed, or replaced by an earlier one, are stale and skipped. */
+ * the entry is timed and whenever a packet moves its expiry earlier (a NAT deadline only moves
+ * later); an item popped before its entry is due is queued again at the due time (the timer was
+ * refreshed), so an entry has as many items as pushes (no per-entry bookkeeping: the entry stays
+ * 80 bytes); items of entries no longer timed are skipped, and an entry is reported once, at
+ * the first of its items that finds it due. */
 
 static inline double hp_flow_timer_due(const hp_flow_table *t, const hp_conn *c)
 {
@@ -486,7 +480,7 @@ static inline int hp_flow_timer_room(hp_flow_table *t)
     return 0;
 }
 
-/* Queue entry idx's timer at `when` (room checked by the caller). */
+/* Queue a timer of entry idx at `when` (room checked by the caller). */
 static inline void hp_flow_timer_push(hp_flow_table *t, uint32_t idx, double when)
 {
     uint32_t i = t->ntimers++, parent;
@@ -499,7 +493,6 @@ static inline void hp_flow_timer_push(hp_flow_table *t, uint32_t idx, double whe
     }
     t->timers[i].when = when;
     t->timers[i].idx = idx;
-    t->queued[idx] = when;
 }
 
 static inline hp_timer hp_flow_timer_pop(hp_flow_table *t)
@@ -525,7 +518,6 @@ static inline int hp_flow_set_timed(hp_flow_table *t, uint32_t idx, int timed)
     hp_conn *c = &t->conns[idx];
     if (!timed) {
         c->bits &= (uint8_t)~HP_C_TIMED;
-        t->queued[idx] = INFINITY;
         return 0;
     }
     if (hp_flow_timer_room(t) != 0)
@@ -545,8 +537,8 @@ static inline int64_t hp_flow_next_due(hp_flow_table *t, double now, int *expire
         hp_timer top = hp_flow_timer_pop(t);
         hp_conn *c = &t->conns[top.idx];
         double due;
-        if (!c->proto || !(c->bits & HP_C_TIMED) || top.when != t->queued[top.idx])
-            continue; /* stale */
+        if (!c->proto || !(c->bits & HP_C_TIMED))
+            continue; /* released, or no longer timed */
         due = hp_flow_timer_due(t, c);
         if (due > now) { /* refreshed since it was queued */
             if (hp_flow_timer_room(t) != 0)
@@ -556,7 +548,6 @@ static inline int64_t hp_flow_next_due(hp_flow_table *t, double now, int *expire
         }
         *expired = c->expires <= ((c->bits & HP_C_NAT) ? c->last_seen + t->nat_idle : INFINITY);
         c->bits &= (uint8_t)~HP_C_TIMED;
-        t->queued[top.idx] = INFINITY;
         return top.idx;
     }
     return -1;
@@ -907,7 +898,7 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
             }
         if (hp_flow_mark_dirty(t, idx) != 0) { *why = HP_STOP_SPACE; return i; }
         if ((kflags & HP_K_FIRST) && hp_flow_event_room(t) != 0) { *why = HP_STOP_SPACE; return i; }
-        if ((c->bits & HP_C_TIMED) && new_exp < t->queued[idx] && hp_flow_timer_room(t) != 0) {
+        if ((c->bits & HP_C_TIMED) && new_exp < c->expires && hp_flow_timer_room(t) != 0) {
             *why = HP_STOP_SPACE; return i;
         }
         /* commit */
@@ -921,7 +912,7 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
             }
         }
         c->state = new_state;
-        if ((c->bits & HP_C_TIMED) && new_exp < t->queued[idx])
+        if ((c->bits & HP_C_TIMED) && new_exp < c->expires)
             hp_flow_timer_push(t, idx, new_exp); /* moved earlier (a NAT deadline only moves later) */
         c->expires = new_exp;
         c->last_seen = ts;

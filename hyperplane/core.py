@@ -56,10 +56,11 @@ VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the referen
   the slow path changed a connection its entry is reloaded; removing a connection removes its
   entry (``ConnTable.listener``).
 
-Memory: the C side costs 80 bytes per entry plus 8 bytes for its timer's time and 8-byte index
-slots (at most 3 per connection, at most 3/4 full), grown by doubling, 16 bytes per queued timer
-of a timed entry, and 80 bytes per flow-log record plus 4-byte index slots (at most half full);
-the Python side keeps a ``Conn`` per connection (and the reference's ``Path`` once adopted).
+Memory: the C side costs 80 bytes per entry plus 8-byte index slots (at most 3 per connection,
+at most 3/4 full), grown by doubling, 16 bytes per queued timer of a timed entry (one, plus one
+per packet that moved its expiry earlier), and 80 bytes per flow-log record plus 4-byte index
+slots (at most half full); the Python side keeps a ``Conn`` per connection (and the reference's
+``Path`` and conntrack entry once adopted).
 ``core_stats()`` reports the tables' sizes, the timed connections and why the fast loop stopped.
 """
 from __future__ import annotations
