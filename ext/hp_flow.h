@@ -451,6 +451,21 @@ static inline int hp_flow_mark_dirty(hp_flow_table *t, uint32_t idx)
     return 0;
 }
 
+/* The growable array `items` of `used` items (*cap allocated) with room for one more: grown when
+ * full (64 items at first, then doubling); NULL when out of memory (the array is left as it was). */
+static inline void *hp_flow_room(void *items, uint32_t used, uint32_t *cap, size_t item)
+{
+    void *grown;
+    uint32_t n;
+    if (used < *cap)
+        return items;
+    n = *cap ? *cap * 2 : 64;
+    grown = realloc(items, item * (size_t)n);
+    if (grown)
+        *cap = n;
+    return grown;
+}
+
 /* --- timers of timed entries -------------------------------------------------------------------
  * A timed entry's timer is due at min(expires, last_seen + nat_idle when it holds a NAT mapping).
  * The heap keeps at least one item per timed entry at or before that time: an item is pushed when
@@ -469,14 +484,10 @@ static inline double hp_flow_timer_due(const hp_flow_table *t, const hp_conn *c)
 /* Room for one more timer; 0, or -1 when out of memory. */
 static inline int hp_flow_timer_room(hp_flow_table *t)
 {
-    if (t->ntimers == t->cap_timers) {
-        uint32_t cap = t->cap_timers ? t->cap_timers * 2 : 64;
-        hp_timer *grown = (hp_timer *)realloc(t->timers, sizeof(hp_timer) * (size_t)cap);
-        if (!grown)
-            return -1;
-        t->timers = grown;
-        t->cap_timers = cap;
-    }
+    hp_timer *room = (hp_timer *)hp_flow_room(t->timers, t->ntimers, &t->cap_timers, sizeof(hp_timer));
+    if (!room)
+        return -1;
+    t->timers = room;
     return 0;
 }
 
@@ -556,14 +567,11 @@ static inline int64_t hp_flow_next_due(hp_flow_table *t, double now, int *expire
 /* Room for one more event; 0, or -1 when out of memory. */
 static inline int hp_flow_event_room(hp_flow_table *t)
 {
-    if (t->nevents == t->cap_events) {
-        uint32_t cap = t->cap_events ? t->cap_events * 2 : 64;
-        hp_flow_event *grown = (hp_flow_event *)realloc(t->events, sizeof(hp_flow_event) * (size_t)cap);
-        if (!grown)
-            return -1;
-        t->events = grown;
-        t->cap_events = cap;
-    }
+    hp_flow_event *room = (hp_flow_event *)hp_flow_room(t->events, t->nevents, &t->cap_events,
+                                                        sizeof(hp_flow_event));
+    if (!room)
+        return -1;
+    t->events = room;
     return 0;
 }
 
