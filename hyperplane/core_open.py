@@ -21,11 +21,11 @@ flow-log records made here. Nor does the slow path get the connection yet: its `
 conntrack entry are made only when Python needs them (:func:`adopt`); until then the C table
 times it, and an expired one is released without them (:func:`release`).
 
-It declines (returns False, having changed nothing but the clock and the timers due by then, which
-the slow path would move and fire first too) whenever anything else could happen: a packet that is not a sandbox's IPv4 TCP/UDP
-first packet of a connection, a control-plane timer due, a function not Active, no usable ENI
-slot (a new ENI, a refusal), a destination not planned yet, a NAT gateway out of ports. The
-slow path then handles the packet as before.
+It declines (returns False, having changed nothing but the clock and the timers due by then,
+which the slow path would move and fire first too) whenever anything else could happen: a packet
+that is not a sandbox's IPv4 TCP/UDP first packet of a connection, a control-plane timer due, a
+function not Active, no usable ENI slot (a new ENI, a refusal), a destination not planned yet, a
+NAT gateway out of ports. The slow path then handles the packet as before.
 """
 from __future__ import annotations
 
@@ -94,16 +94,16 @@ def _accepted(points: tuple, eni_port: int, nat_port) -> tuple:
 
 class Opener:
     """Opens planned connections for a :class:`~hyperplane.core.CoreEngine`'s slow path
-    (``dp``). ``compiled`` keeps, per plan key, the plan it was compiled from and the leg's
-    log points (or None: not compilable); an entry is used only while ``Dataplane._plans`` still
-    holds that very plan."""
+    (``dp``). ``compiled`` keeps, per plan key, the plan it was compiled from and what the opens
+    need of it (None: not compilable): the ENI's address, each leg's log points (also interned
+    by the flow-log table) and the NAT port allocation; an entry is used only while
+    ``Dataplane._plans`` still holds that very plan."""
 
-    __slots__ = ("dp", "compiled", "opened")
+    __slots__ = ("dp", "compiled")
 
     def __init__(self, dp):
         self.dp = dp
         self.compiled: dict = {}
-        self.opened = 0
 
     def _compile(self, key: tuple, plan: tuple, eni) -> Optional[tuple]:
         out = _logs(plan[2])
@@ -111,7 +111,8 @@ class Opener:
         done = None
         if back is not None and back[1] is out[1] and eni.private_ip is not None:
             intern = self.dp.flowlog.table.points
-            done = (plan, int(eni.private_ip), out[0], out[1], back[0], intern(out[0], ENI_PORT), intern(back[0], ENI_PORT))
+            done = (plan, int(eni.private_ip), out[0], out[1], back[0], intern(out[0], ENI_PORT),
+                    intern(back[0], ENI_PORT))
         if len(self.compiled) >= PLAN_CACHE_SIZE:
             self.compiled = {}
         self.compiled[key] = (plan, done)
@@ -193,7 +194,6 @@ class Opener:
         records = dp.flowlog.table.record_points(out_interned, proto, port, nat_port or 0, ts) if out_points else []
         engine._teach_opened(conn, Opened(plan, subnet_id, pool, nat_addr, nat_port, out_points, back_points, dp.gen,
                                           back_interned), records, ts)
-        self.opened += 1
         return True
 
 

@@ -119,7 +119,8 @@ def test_packets_given_one_at_a_time_are_opened_from_plans_too():
         engine = Engine(load_vpc(DEMO), SANDBOXES, EngineOptions(), backend=backend)
         results = [engine.process(frame, t) for t, frame in packets]
         seen[backend] = ([(int(r.verdict), int(r.reason), r.component, r.taps, r.eni_id, r.direction, r.function)
-                          for r in results], engine.summary(), [x.format(engine.flow_log_fields) for x in engine.flow_logs()])
+                          for r in results], engine.summary(),
+                         [x.format(engine.flow_log_fields) for x in engine.flow_logs()])
         if backend == "core":
             assert engine.core_stats()["opened"] == 4
     assert seen["core"] == seen["reference"]
@@ -131,7 +132,8 @@ def _exchange(sandbox, dest, sport, t, gap=0.01):
     steps = ((sandbox, server, sport, port, 0x02), (server, sandbox, port, sport, 0x12),
              (sandbox, server, sport, port, 0x10), (sandbox, server, sport, port, 0x11),
              (server, sandbox, port, sport, 0x11), (sandbox, server, sport, port, 0x10))
-    return [(t + k * gap, build_packet(4, src, dst, 6, sp, dp, flags)) for k, (src, dst, sp, dp, flags) in enumerate(steps)]
+    return [(t + k * gap, build_packet(4, src, dst, 6, sp, dp, flags))
+            for k, (src, dst, sp, dp, flags) in enumerate(steps)]
 
 
 def _compare(packets, **options):
