@@ -40,6 +40,16 @@ from hyperplane.reference.dataplane import (ENI_PORT, K_OUT, K_REPLY, K_VPC, PLA
 __all__ = ["Opened", "Opener", "adopt", "release"]
 
 
+def _opening_state(proto: int, flags: int, strict: bool):
+    """The state a connection opened by a packet with these TCP flags starts in
+    (``ConnTable.initial_state``), or None when it opens none, or when the fast loop, forwarding
+    that packet, would move the connection out of that state."""
+    initial = ConnTable.initial_state(proto, flags, strict)
+    if initial is None or (proto == PROTO_TCP and tcpstate.transition(ORIGINAL, flags, initial) != initial):
+        return None
+    return initial
+
+
 class Opened(NamedTuple):
     """What a planned open decided for a connection that the slow path has not adopted yet."""
 
@@ -99,11 +109,15 @@ class Opener:
     by the flow-log table) and the NAT port allocation; an entry is used only while
     ``Dataplane._plans`` still holds that very plan."""
 
-    __slots__ = ("dp", "compiled")
+    __slots__ = ("dp", "compiled", "initial")
 
     def __init__(self, dp):
         self.dp = dp
         self.compiled: dict = {}
+        # by protocol and TCP flags: the state a connection this packet opens starts in, or None
+        # (it opens none, or forwarding it would change that state: the fast loop forwards it)
+        self.initial = {proto: tuple(_opening_state(proto, flags, dp.strict) for flags in range(256))
+                        for proto in (PROTO_TCP, PROTO_UDP)}
 
     def _compile(self, key: tuple, plan: tuple, eni) -> Optional[tuple]:
         out = _logs(plan[2])
@@ -145,9 +159,9 @@ class Opener:
         table = dp.table
         if table.get((K_OUT, proto, src, sport, dst, dport)) is not None or table.full:
             return False
-        initial = ConnTable.initial_state(proto, flags, dp.strict)
-        if initial is None or (proto == PROTO_TCP and tcpstate.transition(ORIGINAL, flags, initial) != initial):
-            return False  # the fast loop, forwarding the packet, must leave the connection as it opened
+        initial = self.initial[proto][flags]
+        if initial is None:
+            return False
         function, pinned = sandbox
         control = dp.control
         fn = control.function(function)
