@@ -561,10 +561,11 @@ class CoreEngine:
 
     def _expire_timed(self, now: float) -> None:
         """Fire the C table's timers of unadopted connections due by ``now`` (the first-packet
-        records made first, then each entry folded): a connection whose timer ran out is
-        released as the slow path releases an expired one (``Dataplane._release``) and leaves
-        the table; when a NAT mapping went idle first, the slow path takes every unadopted
-        connection over (its NAT idle timer fires as it would have)."""
+        records made first): a connection whose timer ran out has its last packets counted into
+        its flow-log records, is released as the slow path releases an expired one
+        (``Dataplane._release``; :func:`hyperplane.core_open.release`) and leaves the table; when
+        a NAT mapping went idle first, the slow path takes every unadopted connection over (its
+        NAT idle timer fires as it would have)."""
         if not self._timed:
             return
         ft = self.ft
@@ -765,7 +766,8 @@ class CoreEngine:
         the fast loop (``fast_seconds``), seconds and packets in the slow path (``slow_seconds``,
         ``slow_packets``: everything a punted packet costs, state sync and learning included),
         seconds and connections opened from their plan without the slow path (``open_seconds``,
-        ``opened``: :mod:`hyperplane.core_open`)."""
+        ``opened``: :mod:`hyperplane.core_open`), and how many of those the slow path has not
+        adopted yet (``timed``: the C table keeps their timers)."""
         ft, records = self.ft, self.dp.flowlog.table
         fast_seconds, slow_seconds, slow_packets, open_seconds, opened = self._clock
         return {
