@@ -47,6 +47,7 @@ cdef extern from "hp_flow.h" nogil:
         uint32_t ndirty
         hp_flow_event *events
         uint32_t nevents
+        uint32_t earlier
         uint64_t rehashes
         uint32_t gen
         uint32_t interval
@@ -407,6 +408,13 @@ cdef class FlowTable:
             if c.proto and c.bits & HP_C_DIRTY:
                 self._fold(c, entries[idx], reschedule, count, interval, orig_dir, reply_dir)
         self._t.ndirty = 0
+        self._t.earlier = 0
+
+    @property
+    def earlier(self):
+        """Packets that moved the expiry of an entry the table does not time earlier since the
+        last fold_into: until the next one, a timer of the caller's may be later than the entry's."""
+        return self._t.earlier
 
     def fold_counts(self, idx, list records_by_kind, records, uint32_t interval):
         """fold_into's flow-log part alone, for entry ``idx`` when changed (the counts into

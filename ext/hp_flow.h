@@ -166,6 +166,8 @@ typedef struct hp_flow_table {
     uint8_t awsmap[256];
     double tcp_timeout[HP_NSTATES];
     double udp_timeout[3];
+    uint32_t earlier;           /* packets that moved the expiry of an entry not timed here earlier,
+                                   since the caller last folded every entry (hp_flow_run) */
     /* statistics since the caller last read them */
     uint64_t fast_packets;
     uint64_t stops[HP_STOP_COUNT];
@@ -920,8 +922,12 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
             }
         }
         c->state = new_state;
-        if ((c->bits & HP_C_TIMED) && new_exp < c->expires)
-            hp_flow_timer_push(t, idx, new_exp); /* moved earlier (a NAT deadline only moves later) */
+        if (new_exp < c->expires) { /* moved earlier (a NAT deadline only moves later) */
+            if (c->bits & HP_C_TIMED)
+                hp_flow_timer_push(t, idx, new_exp);
+            else
+                t->earlier++; /* the caller's timer for it may now be late: fold before it moves its clock */
+        }
         c->expires = new_exp;
         c->last_seen = ts;
         c->pkts[dir]++;

@@ -149,11 +149,14 @@ class Opener:
         if sandbox is None or sandboxes.lookup(dst) is not None:
             return False
         engine._expire_timed(ts)
-        if dp.next_timer() <= ts:
-            engine._sync()  # expiry reads the connections: the fast path's changes first
+        ft = engine.ft
+        if ft.earlier or dp.next_timer() <= ts:
+            # the fast path's changes first: expiry reads the connections, and a timer the fast
+            # path moved earlier reaches the slow path's heap (ConnTable.reschedule) only so
+            engine._sync()
             dp._advance(ts)
         else:
-            if engine.ft.dirty > 2 * len(engine.ft) + 4096:
+            if ft.dirty > 2 * len(ft) + 4096:
                 engine._sync()  # the list of changed entries stays bounded
             dp._now = ts  # all Dataplane._advance does when no timer is due
         table = dp.table

@@ -298,6 +298,23 @@ def test_timed_entries_are_reported_when_due_in_time_order():
     assert ft.take_due(1e9) == [] and untimed is not None
 
 
+def test_an_expiry_moved_earlier_on_an_entry_not_timed_here_is_counted_until_folded():
+    """``earlier``: packets that moved the expiry of an entry the table does not time earlier
+    (the caller's timer for it may be late until it folds); a timed entry's goes in the heap."""
+    ft = table()
+    plain = entry(ft, sandbox_port=40000, expires=1000.0)
+    timed = entry(ft, sandbox_port=40001, expires=1000.0)
+    ft.set_timed(timed, True)
+    for idx in (plain, timed):
+        ft.learn(idx, OUT, 0, 0)
+    assert run(ft, [out_pkt(0x10, sport=40000)], [5.0])[:2] == (1, "end") and ft.earlier == 0  # later
+    assert run(ft, [out_pkt(0x11, sport=40001)], [6.0])[:2] == (1, "end") and ft.earlier == 0  # timed
+    assert run(ft, [out_pkt(0x11, sport=40000)], [7.0])[:2] == (1, "end") and ft.earlier == 1
+    fold(ft)
+    assert ft.earlier == 0
+    assert ft.take_due(126.0) == [(timed, True)]
+
+
 def test_a_timed_entry_whose_nat_mapping_goes_idle_first_is_reported_as_not_expired():
     """With a NAT mapping, a timed entry is due at the earlier of its expiry and its last packet +
     the NAT idle timeout (350 s); ``expired`` says which came first (the conntrack timer on a tie)."""
