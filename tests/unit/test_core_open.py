@@ -244,3 +244,47 @@ def test_planned_opens_and_their_timers_agree_with_the_reference(events):
             packets.append((t, build_packet(4, src, dst, 17 if udp else 6, sp, dp, flags, payload=b"x")))
     if packets:
         _compare(packets)
+
+
+def test_a_configuration_change_adopts_the_unadopted_connections_first():
+    """A configuration change re-checks the connections the slow path tracks: the ones planned
+    opens made are adopted before it, and their next packets go as in the reference."""
+    first = _handshakes([(ORDERS + k, dest, 40000 + k) for k in range(4) for dest in (DB, WEB)])
+    t = first[-1][0] + 1.0
+    later = [(t + k, build_packet(4, ORDERS + k, DB[0], 6, 40000 + k, DB[1], 0x18, payload=b"q")) for k in range(4)]
+    seen = {}
+    for backend in ("core", "reference"):
+        engine = Engine(load_vpc(DEMO), SANDBOXES, EngineOptions(), backend=backend)
+        out = []
+        for n, batch in enumerate((first, later)):
+            if n == 1:
+                before = engine.core_stats()
+                engine.update_config(load_vpc(DEMO))
+                if backend == "core":
+                    assert before["timed"] > 0 and engine.core_stats()["timed"] == 0
+            frames = [f for _, f in batch]
+            lengths = np.array([len(f) for f in frames], np.int64)
+            offsets = np.concatenate(([0], np.cumsum(lengths[:-1]))).astype(np.int64)
+            result = engine.process_batch(b"".join(frames), offsets, lengths, np.array([x for x, _ in batch]))
+            out.append((result.verdicts.tolist(), {k: [(i, bytes(d)) for i, d in v] for k, v in result.taps.items()}))
+        seen[backend] = (out, engine.counters, [(c.lambda_tuple, c.packets_orig) for c in engine.connections()],
+                         [r.format(engine.flow_log_fields) for r in engine.flow_logs()])
+    assert seen["core"] == seen["reference"]
+
+
+def test_explain_sees_the_unadopted_connections():
+    """explain works on a copy of the slow path: the connections planned opens made are adopted
+    first, so the trace and everything after it are the reference's."""
+    packets = _handshakes([(ORDERS + k, WEB, 40000 + k) for k in range(4)])
+    seen = {}
+    for backend in ("core", "reference"):
+        engine = Engine(load_vpc(DEMO), SANDBOXES, EngineOptions(), backend=backend)
+        frames = [f for _, f in packets]
+        lengths = np.array([len(f) for f in frames], np.int64)
+        offsets = np.concatenate(([0], np.cumsum(lengths[:-1]))).astype(np.int64)
+        engine.process_batch(b"".join(frames), offsets, lengths, np.array([x for x, _ in packets]))
+        if backend == "core":
+            assert engine.core_stats()["timed"] == 3
+        trace = engine.explain("orders-api", "203.0.113.10", 443, "tcp")
+        seen[backend] = (str(trace), engine.counters, [c.eni_tuple for c in engine.connections()])
+    assert seen["core"] == seen["reference"]
