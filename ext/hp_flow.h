@@ -33,6 +33,12 @@
  * next moves its clock, with the same results (a packet of a connection whose own timer ran out
  * stops here: the expiry and NAT idle checks above).
  *
+ * Timed entries (HP_C_TIMED). For a connection the core opened from a plan without its slow path,
+ * the table also keeps the timer (the earlier of its expiry and its NAT idle deadline) in a heap
+ * (hp_flow_next_due); the caller releases such a connection when it is due, or hands it to its
+ * slow path. For the other entries the caller keeps the timers, and `earlier` counts the packets
+ * that moved an expiry earlier than the caller may know until it folds.
+ *
  * Memory. Entries grow by doubling (indices stay valid: realloc); the index is rehashed into
  * twice its size when it would pass 3/4 full (a stop-the-world rehash, amortised O(1) per key;
  * size it up front with `expected` connections to avoid it).
