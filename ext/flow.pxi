@@ -239,8 +239,11 @@ cdef class FlowTable:
             uint32_t gen):
         """Load the slow path's view of a connection into entry ``idx`` (not its counters).
         ``ips``/``ports``: sandbox, remote, ENI, NAT endpoints. Changing an endpoint that keys use
-        is refused (ValueError)."""
-        self._set(self._conn(idx), state, expires, last_seen, ips, ports, last_reply, nat, gen)
+        is refused (ValueError), and so is loading a timed entry (the table keeps its state)."""
+        cdef hp_conn *c = self._conn(idx)
+        if c.bits & HP_C_TIMED:
+            raise ValueError("a timed entry is the table's: untime it first")
+        self._set(c, state, expires, last_seen, ips, ports, last_reply, nat, gen)
 
     cdef int _set(self, hp_conn *c, int state, double expires, double last_seen, ips, ports, bint last_reply,
                   bint nat, uint32_t gen) except -1:
@@ -258,8 +261,6 @@ cdef class FlowTable:
         c.last_seen = last_seen
         c.gen = gen
         c.bits = (c.bits & ~(HP_C_LASTREPLY | HP_C_NAT)) | (HP_C_LASTREPLY if last_reply else 0) | (HP_C_NAT if nat else 0)
-        if c.bits & HP_C_TIMED and hp_flow_set_timed(&self._t, <uint32_t>(c - self._t.conns), 1) != 0:
-            raise MemoryError("flow timers")  # its timer may have moved earlier
         return 0
 
     def open(self, int proto, int state, double expires, double last_seen, ips, ports, bint nat, uint32_t gen,

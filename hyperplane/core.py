@@ -94,11 +94,11 @@ def _parse(data, linktype: int = pk.RAW) -> pk.Parsed:
     return pk.Parsed(*_core.parse(data, linktype))
 
 
-def _kind_flags(eni: bool, internet: bool, path) -> int:
+def _kind_flags(eni: bool, internet: bool, nat: bool) -> int:
     """A learned kind's tap flags: which taps it reaches, and whether its internet form crosses
-    the NAT gateway's translation (which translates both directions of ``path``)."""
+    the NAT gateway's translation (``nat``: the path has one; it translates both directions)."""
     return ((_core.FLOW_K_ENI if eni else 0) | (_core.FLOW_K_INET if internet else 0)
-            | (_core.FLOW_K_NATRW if path.nat_fwd is not None else 0))
+            | (_core.FLOW_K_NATRW if nat else 0))
 
 
 class _CRewrite:
@@ -491,7 +491,7 @@ class CoreEngine:
         idx = entry.idx
         self._load(entry, conn)
         window = int(ts // 1) // self.interval
-        ft.learn(idx, kind, _kind_flags(eni is not None, inet is not None, path), window)
+        ft.learn(idx, kind, _kind_flags(eni is not None, inet is not None, path.nat_fwd is not None), window)
         if not ft.reproduces(idx, kind, ip, l4, lam, eni, inet):
             ft.forget(idx, kind)
             return
@@ -520,7 +520,7 @@ class CoreEngine:
         timed = table.max_connections is None
         window = int(ts // 1) // self.interval
         internet, nat_pool = plan[9], plan[10]  # planned Path attributes (Dataplane._plan)
-        flags = _core.FLOW_K_ENI | (_core.FLOW_K_INET if internet else 0) | (_core.FLOW_K_NATRW if nat else 0)
+        flags = _kind_flags(True, internet, nat)  # a VPC path reaches the eni tap
         conn.expires = ts + table.timeout_of(conn)  # as ConnTable.add starts it
         idx = self.ft.open(proto, conn.state, conn.expires, ts, (s_ip, r_ip, e_ip, nat_addr if nat else 0),
                            (s_port, r_port, e_port, nat_port if nat else 0), nat_pool is not None, gen, window, flags,
@@ -604,7 +604,7 @@ class CoreEngine:
             return
         if self.dp._sandboxes[4].lookup(conn.lambda_tuple[2]) is not None:
             return
-        flags = _kind_flags(path.eni_tap, path.internet, path)
+        flags = _kind_flags(path.eni_tap, path.internet, path.nat_fwd is not None)
         self.ft.learn(idx, _KIND_REPLY, flags, window, first=True)
         self._ahead[idx] = (_KIND_REPLY, self.dp.flowlog.record_all, (path.back[1], conn.proto))
         self.learned += 1

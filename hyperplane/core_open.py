@@ -34,8 +34,8 @@ from typing import NamedTuple, Optional
 
 from hyperplane import _core, tcpstate
 from hyperplane.reference.conntrack import ORIGINAL, PROTO_TCP, PROTO_UDP, Conn, ConnTable
-from hyperplane.reference.dataplane import (ENI_PORT, K_OUT, K_REPLY, K_VPC, PLAN_CACHE_SIZE, S_LOG, S_NAT_ALLOC,
-                                            Path)
+from hyperplane.reference.dataplane import (ENI_PORT, K_OUT, PLAN_CACHE_SIZE, S_LOG, S_NAT_ALLOC, Path,
+                                            restore_plan, vpc_keys)
 
 __all__ = ["Opened", "Opener", "adopt", "release"]
 
@@ -228,8 +228,7 @@ def adopt(dp, conn, opened: Opened) -> None:
     path.eni_id, path.subnet_id, path.eni_ip, path.eni_port = conn.eni_id, subnet_id, eni_ip, port
     path.pool, path.slot = pool, True
     path.fwd = make(4, False, src, eni_ip, sport, port)
-    (path.out_steps, path.back_steps, _, _, path.untracked, path.target, path.route_label, path.dest_id, path.kind,
-     path.internet, path.nat_pool, path.nat_id) = plan
+    restore_plan(path, plan)
     if nat_addr is not None:
         path.nat_addr, path.nat_port = nat_addr, nat_port
         path.nat_fwd = make(4, False, eni_ip, nat_addr, port, nat_port)
@@ -241,8 +240,7 @@ def adopt(dp, conn, opened: Opened) -> None:
     conn.dest_interface_id = path.dest_id
     expires = conn.expires
     table = dp.table
-    table.add(conn, ((K_OUT, proto, src, sport, dst, dport), (K_REPLY, proto, dst, dport, src, sport),
-                     (K_VPC, proto, dst, dport, eni_ip, port)))
+    table.add(conn, vpc_keys(proto, src, sport, dst, dport, eni_ip, port))
     if conn.expires != expires:  # add starts the timer from the state: the fast path may have kept it
         conn.expires = expires
         table.reschedule(conn)

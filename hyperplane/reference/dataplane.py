@@ -302,6 +302,21 @@ class Path:
         self.untracked = False
 
 
+def restore_plan(path: Path, plan: tuple) -> tuple:
+    """Give ``path`` the steps and planned attributes a kept plan holds (``Dataplane._plan``);
+    returns the plan's two legs as the opening walks need them (``Dataplane._at_creation``)."""
+    (path.out_steps, path.back_steps, out_create, back_create, path.untracked, path.target, path.route_label,
+     path.dest_id, path.kind, path.internet, path.nat_pool, path.nat_id) = plan
+    return out_create, back_create
+
+
+def vpc_keys(proto: int, src: int, sport: int, dst: int, dport: int, eni_ip: int, port: int) -> tuple:
+    """The conntrack keys of a connection through a Hyperplane ENI: the sandbox's packet, a reply
+    in the sandbox's view, a reply in its VPC form."""
+    return (K_OUT, proto, src, sport, dst, dport), (K_REPLY, proto, dst, dport, src, sport), \
+           (K_VPC, proto, dst, dport, eni_ip, port)
+
+
 def _texted(steps: list, version: int) -> tuple:
     """The steps with the addresses of their log points as flow logs print them (made once per
     plan, not per connection)."""
@@ -732,8 +747,7 @@ class Dataplane:
         conn.path = path
         conn.untracked = path.untracked
         conn.dest_interface_id = path.dest_id
-        self.table.add(conn, ((K_OUT, proto, src, sport, dst, dport), (K_REPLY, proto, dst, dport, src, sport),
-                              (K_VPC, proto, dst, dport, eni_ip, port)))
+        self.table.add(conn, vpc_keys(proto, src, sport, dst, dport, eni_ip, port))
         control.commit_connection(eni)
         self.connections_opened += 1
         if path.nat_pool is not None:
@@ -835,9 +849,7 @@ class Dataplane:
                                        self._at_creation(path.back_steps, p.proto)) + tuple(
                                            getattr(path, a) for a in _PLANNED)
             return plan[2], plan[3]
-        (path.out_steps, path.back_steps, out_create, back_create, path.untracked, path.target, path.route_label,
-         path.dest_id, path.kind, path.internet, path.nat_pool, path.nat_id) = plan
-        return out_create, back_create
+        return restore_plan(path, plan)
 
     def _at_creation(self, steps: tuple, proto: int, request: bool = False) -> tuple:
         """A leg's steps as the untraced walk opening a connection (``create=True``) needs them,

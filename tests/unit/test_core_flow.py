@@ -288,6 +288,8 @@ def test_timed_entries_are_reported_when_due_in_time_order():
         ft.set_timed(idx, True)
         ft.learn(idx, OUT, 0, 0)
     ft.release(gone)
+    with pytest.raises(ValueError):  # a timed entry's state is the table's
+        ft.set(a, ES, 5.0, 0.0, (SANDBOX, REMOTE, ENI, 0), (40000, 5432, 2000, 0), False, False, ft.gen)
     assert ft.take_due(5.0) == []
     # b refreshed (ACK in ESTABLISHED: 432000 s); a's FIN moves it to FIN_WAIT (120 s): due at 130
     assert run(ft, [out_pkt(0x10, sport=40001), out_pkt(0x11, sport=40000)], [8.0, 10.0])[:2] == (2, "end")
