@@ -6,6 +6,7 @@ One extension module built from included pieces (one file per concern):
   csum.pxi   RFC 1071 checksums and RFC 1624 incremental updates
   lpm.pxi    longest-prefix-match tables (route lookups)
   flowlog.pxi flow-log records (the core backend's store)
+  open.pxi   planned opens inside the fast loop (the core backend's templates)
 """
 include "csum.pxi"
 include "parse.pxi"
@@ -15,3 +16,4 @@ include "scan.pxi"
 include "policy.pxi"
 include "ports.pxi"
 include "flowlog.pxi"
+include "open.pxi"

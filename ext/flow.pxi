@@ -48,6 +48,7 @@ cdef extern from "hp_flow.h" nogil:
         hp_flow_event *events
         uint32_t nevents
         uint32_t earlier
+        double earlier_min
         uint64_t rehashes
         uint32_t gen
         uint32_t interval
@@ -103,6 +104,11 @@ cdef extern from "hp_flow.h" nogil:
     int HP_C_LASTREPLY, HP_C_NAT, HP_C_DIRTY, HP_C_OWNER_SHIFT, HP_C_TIMED
     int HP_STOP_COUNT, HP_STOP_BOUNDS
 
+cdef extern from "hp_open.h" nogil:
+    # the planned opens of the loop (open.pxi): their side records (the opener is opaque here)
+    int hp_open_is_c(void *op, uint32_t idx)
+    void hp_open_count(void *op, hp_flow_table *t, uint32_t idx)
+
 #: Key kinds (hp_flow.h): the sandbox's packet, a reply in the sandbox's view, a reply in VPC form.
 FLOW_KIND_OUT, FLOW_KIND_REPLY, FLOW_KIND_VPC = 0, 1, 2
 FLOW_K_LEARNED, FLOW_K_ENI, FLOW_K_INET, FLOW_K_NATRW, FLOW_K_FIRST = (HP_K_LEARNED, HP_K_ENI, HP_K_INET, HP_K_NATRW,
@@ -121,6 +127,7 @@ cdef class FlowTable:
 
     cdef hp_flow_table _t
     cdef bint _ready
+    cdef void *_op  # the Opens bound to this table (its hp_opener), or NULL
 
     def __cinit__(self, uint32_t expected=1024, uint32_t interval=600, bint strict=False, double nat_idle=350.0,
                   tcp_table=None, flag_class=None, aws_flags=None, tcp_timeouts=None, udp_timeouts=None):
@@ -407,9 +414,13 @@ cdef class FlowTable:
             idx = self._t.dirty[j]
             c = &self._t.conns[idx]
             if c.proto and c.bits & HP_C_DIRTY:
-                self._fold(c, entries[idx], reschedule, count, interval, orig_dir, reply_dir)
+                if self._op != NULL and hp_open_is_c(self._op, idx):
+                    hp_open_count(self._op, &self._t, idx)  # C-opened: into its side record (open.pxi)
+                else:
+                    self._fold(c, entries[idx], reschedule, count, interval, orig_dir, reply_dir)
         self._t.ndirty = 0
         self._t.earlier = 0
+        self._t.earlier_min = INFINITY
 
     @property
     def earlier(self):

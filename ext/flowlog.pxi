@@ -9,7 +9,7 @@
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.math cimport floor
+from libc.math cimport floor, INFINITY
 from libc.string cimport memcpy
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from cpython.bytes cimport PyBytes_FromStringAndSize

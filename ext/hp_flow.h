@@ -39,6 +39,10 @@
  * slow path. For the other entries the caller keeps the timers, and `earlier` counts the packets
  * that moved an expiry earlier than the caller may know until it folds.
  *
+ * Opens in the loop. A miss may be handed to the table's open_hook (hp_open.h: templates of planned
+ * opens): when it opens the packet's connection, the entry is in the table and the packet goes on
+ * as a hit; else the loop stops at it (HP_STOP_MISS).
+ *
  * Memory. Entries grow by doubling (indices stay valid: realloc); the index is rehashed into
  * twice its size when it would pass 3/4 full (a stop-the-world rehash, amortised O(1) per key;
  * size it up front with `expected` connections to avoid it).
@@ -174,6 +178,11 @@ typedef struct hp_flow_table {
     double udp_timeout[3];
     uint32_t earlier;           /* packets that moved the expiry of an entry not timed here earlier,
                                    since the caller last folded every entry (hp_flow_run) */
+    double earlier_min;         /* the earliest expiry they moved to (INFINITY when none) */
+    /* a connection's first packet (a miss): open_hook(open_ctx, t, parsed packet, ts) may open it
+     * (1: its entry is in the table now, the packet goes on; 0: the stop stays a miss) */
+    int (*open_hook)(void *ctx, struct hp_flow_table *t, const hp_pkt *p, double ts);
+    void *open_ctx;
     /* statistics since the caller last read them */
     uint64_t fast_packets;
     uint64_t stops[HP_STOP_COUNT];
@@ -249,6 +258,7 @@ static inline int hp_flow_init(hp_flow_table *t, uint32_t expected)
     t->cap_dirty = 64;
     t->interval = 600;
     t->now = -INFINITY;
+    t->earlier_min = INFINITY;
     return 0;
 }
 
@@ -398,26 +408,50 @@ static inline int hp_flow_key(hp_flow_table *t, uint32_t idx, int k)
     return 0;
 }
 
+/* Grow the array *items of *cap items, `item` bytes each, to at least `want` items (doubling, from
+ * `first` when empty; below 2^30), the new ones zeroed. 0, or -1 when out of memory (the array
+ * is left as it was). */
+static inline int hp_grow_zeroed(void **items, uint32_t *cap, uint32_t want, uint32_t first, size_t item)
+{
+    uint64_t n = *cap ? *cap : first;
+    void *grown;
+    if (want <= *cap)
+        return 0;
+    while (n < want)
+        n *= 2;
+    if (n > 0x3FFFFFFFu)
+        return -1;
+    grown = realloc(*items, (size_t)n * item);
+    if (!grown)
+        return -1;
+    memset((char *)grown + (size_t)*cap * item, 0, (size_t)(n - *cap) * item);
+    *items = grown;
+    *cap = (uint32_t)n;
+    return 0;
+}
+
+/* Room for one more entry: 0, or -1 when out of memory. */
+static inline int hp_flow_entry_room(hp_flow_table *t)
+{
+    void *conns = t->conns;
+    int r;
+    if (t->free_head)
+        return 0;
+    r = hp_grow_zeroed(&conns, &t->cap_conns, t->top + 1, 16, sizeof(hp_conn));
+    t->conns = (hp_conn *)conns;
+    return r;
+}
+
 /* A new entry (zeroed, proto set); its index, or -1 when out of memory. */
 static inline int64_t hp_flow_alloc(hp_flow_table *t, uint8_t proto)
 {
     uint32_t idx;
+    if (hp_flow_entry_room(t) != 0)
+        return -1;
     if (t->free_head) {
         idx = t->free_head - 1;
         t->free_head = t->conns[idx].ip[0];
     } else {
-        if (t->top == t->cap_conns) {
-            uint32_t cap = t->cap_conns * 2;
-            hp_conn *grown;
-            if (cap > 0x3FFFFFFFu)
-                return -1;
-            grown = (hp_conn *)realloc(t->conns, (size_t)cap * sizeof(hp_conn));
-            if (!grown)
-                return -1;
-            memset(grown + t->cap_conns, 0, (size_t)(cap - t->cap_conns) * sizeof(hp_conn));
-            t->conns = grown;
-            t->cap_conns = cap;
-        }
         idx = t->top++;
     }
     memset(&t->conns[idx], 0, sizeof(hp_conn));
@@ -851,7 +885,11 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
             h = hp_flow_hash((uint32_t)pp->src_lo, (uint32_t)pp->dst_lo, pp->sport, pp->dport, pp->proto);
         }
         slot = hp_flow_find_h(t, h, (uint32_t)pp->src_lo, (uint32_t)pp->dst_lo, pp->sport, pp->dport, pp->proto);
-        if (slot < 0) { *why = HP_STOP_MISS; return i; }
+        if (slot < 0) {
+            if (!t->open_hook || !t->open_hook(t->open_ctx, t, pp, ts)) { *why = HP_STOP_MISS; return i; }
+            slot = hp_flow_find_h(t, h, (uint32_t)pp->src_lo, (uint32_t)pp->dst_lo, pp->sport, pp->dport, pp->proto);
+            if (slot < 0) { *why = HP_STOP_MISS; return i; }
+        }
         ref = t->slots[slot].ref;
         idx = (ref >> 2) - 1;
         k = (int)(ref & 3);
@@ -931,8 +969,11 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
         if (new_exp < c->expires) { /* moved earlier (a NAT deadline only moves later) */
             if (c->bits & HP_C_TIMED)
                 hp_flow_timer_push(t, idx, new_exp);
-            else
-                t->earlier++; /* the caller's timer for it may now be late: fold before it moves its clock */
+            else { /* the caller's timer for it may now be late: fold before it moves its clock past new_exp */
+                t->earlier++;
+                if (new_exp < t->earlier_min)
+                    t->earlier_min = new_exp;
+            }
         }
         c->expires = new_exp;
         c->last_seen = ts;

@@ -23,7 +23,16 @@ VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the referen
   slow-path packet, any read of the state but the flow logs, or when a NAT mapping of one went
   idle, every such connection is *adopted* in open order (``core_open.adopt``: the ``Path``,
   keys and timers ``_open`` gives it, from its current state), and the slow path owns it from
-  then on. The conntrack table's peak counts them while unadopted.
+  then on. The conntrack table's peak counts them while unadopted. A planned open also arms a
+  *template* (``_core.Opens``, ``ext/hp_open.h``): the fast loop's miss hook then opens the next
+  first packets to that destination from that sandbox prefix and subnet itself, with the same
+  ENI slot, ports, records, entry and timer, as long as the facts copied in before the run hold
+  (``_push`` / ``_pull``: timers, clocks, ENI slot counts, conntrack count and peak; templates
+  are dropped with the slow path's plans). Those connections are *C-opened*: their record ids
+  and counted totals live in a C side record, an expired one is released in C, and adoption
+  builds their ``Conn`` from the entry (``_adopt_opened``). A sandbox connection the slow path
+  holds but did not teach gets a keyed, never-learned entry (``_block_untaught``), so the hook
+  cannot open its tuple again.
 - **Learning**: after the slow path forwarded a packet of a tracked IPv4 connection, the engine
   teaches the C table (``ext/hp_flow.h``) that connection's endpoints, state and timer, and for
   the packet's *key kind* (the sandbox's packet / a reply in the sandbox's view / a reply in VPC
@@ -78,9 +87,9 @@ from hyperplane import packet as pk
 from hyperplane.codes import DropReason, Verdict
 from hyperplane.engine import TAPS, BatchResult, Result, gc_paused
 from hyperplane.flowlogs import AWS_TCP_FLAGS, EXTRA_FIELDS, V2_FIELDS, FlowLogAggregator, format_records, joined_lines
-from hyperplane.core_open import Opener, adopt, release
+from hyperplane.core_open import Opened, Opener, adopt, kind_flags, release
 from hyperplane.limits import Timeout
-from hyperplane.reference.conntrack import ORIGINAL, PROTO_TCP, PROTO_UDP, REPLY
+from hyperplane.reference.conntrack import ORIGINAL, PROTO_TCP, PROTO_UDP, REPLY, Conn
 from hyperplane.reference.dataplane import K_OUT, K_REPLY, K_VPC, Dataplane
 
 __all__ = ["CoreEngine", "TapOutput"]
@@ -92,13 +101,6 @@ _DIRECTION = {_KIND_OUT: "outbound", _KIND_REPLY: "reply", _KIND_VPC: "reply"}
 def _parse(data, linktype: int = pk.RAW) -> pk.Parsed:
     """The C parser's result as a Parsed: equal to hyperplane.packet.parse's (tests/unit/test_core_parse.py)."""
     return pk.Parsed(*_core.parse(data, linktype))
-
-
-def _kind_flags(eni: bool, internet: bool, nat: bool) -> int:
-    """A learned kind's tap flags: which taps it reaches, and whether its internet form crosses
-    the NAT gateway's translation (``nat``: the path has one; it translates both directions)."""
-    return ((_core.FLOW_K_ENI if eni else 0) | (_core.FLOW_K_INET if internet else 0)
-            | (_core.FLOW_K_NATRW if nat else 0))
 
 
 class _CRewrite:
@@ -308,9 +310,18 @@ class CoreEngine:
         self._touched: list = []
         self._spare: list = []  # _Outputs reused across batches
         self.learned = 0
-        # seconds in the fast loop; seconds and packets in the slow path; seconds and connections opened from plans
-        self._clock = [0.0, 0.0, 0, 0.0, 0]
+        # seconds in the fast loop; seconds and packets in the slow path; seconds in planned opens and the
+        # connections they opened in Python; connections opened from templates (in the fast loop or for an open)
+        self._clock = [0.0, 0.0, 0, 0.0, 0, 0]
         self._opener = Opener(dp)
+        # the templates the fast loop opens connections from (ext/hp_open.h): their facts by id, the
+        # ENIs they take slots of (by id: slot), and the plans they were armed under
+        self.opens = _core.Opens(self.ft, dp.flowlog.table)
+        self._templates: dict = {}
+        self._eni_slots: dict = {}
+        self._armed_plans = None
+        self._arm_epoch = 0  # counts disarms (core_open.Opener.armed holds the epoch of each arming)
+        self.open_in_loop = True  # False: planned opens are made in Python only (tests compare both)
 
     # --- the reference's attributes ---------------------------------------------------------
     @property
@@ -343,9 +354,12 @@ class CoreEngine:
         """Make the flow-log records of kinds learned ahead whose first packet the fast path
         forwarded (in packet order, before anything else reads the records): those the slow path
         would have made for it; the fold counts the packet into them."""
-        ahead, entries = self._ahead, self._entries
+        ahead, entries, opens = self._ahead, self._entries, self.opens
         for idx, kind, ts in events:
             entry = ahead.pop(idx, None)
+            if entry is None and kind == _KIND_REPLY and opens.is_c(idx):
+                opens.first(idx, ts)  # the first reply of a connection the fast loop opened
+                continue
             if entry is None or entry[0] != kind:
                 raise AssertionError(f"flow entry {idx}: a first packet of kind {kind} nobody expected")
             entries[idx].records[kind] = entry[1](*entry[2], ts)
@@ -389,7 +403,6 @@ class CoreEngine:
         t0 = perf_counter()
         if why == "miss" and self._opener.open(self, frame, ts, linktype):
             clock[3] += perf_counter() - t0
-            clock[4] += 1
             return None
         result = self._slow_path(frame, ts, linktype)
         clock[1] += perf_counter() - t0
@@ -413,7 +426,33 @@ class CoreEngine:
         self._reload_touched()
         if result.verdict == Verdict.FORWARDED and not result.emitted:
             self._learn(frame, ts, result, calls)
+        self._block_untaught(ts)
         return result
+
+    def _block_untaught(self, ts: float) -> None:
+        """A sandbox connection the slow path holds but did not teach (its packet's) gets an entry
+        keyed by its sandbox tuple with nothing learned: its packets stop there (``unlearned``)
+        instead of missing, so the fast loop's planned opens never open that tuple again."""
+        p = self.dp.last_parsed
+        if p is None:
+            return
+        proto = p.proto
+        if (not p.ok or p.version != 4 or p.fragment or p.l4 < 0
+                or (proto != PROTO_TCP and proto != PROTO_UDP)):
+            return
+        conn = self.dp.table.get((K_OUT, proto, p.src, p.sport, p.dst, p.dport))
+        if conn is None or conn in self._entry_of:
+            return
+        ft = self.ft
+        idx = ft.alloc(proto)
+        entry = self._entry_of[conn] = _Entry(idx, conn, None)
+        entries = self._entries
+        if idx >= len(entries):
+            entries.extend([None] * (idx + 1 - len(entries)))
+        entries[idx] = entry
+        self._load(entry, conn)
+        ft.learn(idx, _KIND_OUT, 0, int(ts // 1) // self.interval if ts >= 0 else 0)
+        ft.forget(idx, _KIND_OUT)
 
     def _reload_touched(self) -> None:
         """Reload the entries of the connections the slow path changed."""
@@ -491,7 +530,7 @@ class CoreEngine:
         idx = entry.idx
         self._load(entry, conn)
         window = int(ts // 1) // self.interval
-        ft.learn(idx, kind, _kind_flags(eni is not None, inet is not None, path.nat_fwd is not None), window)
+        ft.learn(idx, kind, kind_flags(eni is not None, inet is not None, path.nat_fwd is not None), window)
         if not ft.reproduces(idx, kind, ip, l4, lam, eni, inet):
             ft.forget(idx, kind)
             return
@@ -520,11 +559,13 @@ class CoreEngine:
         timed = table.max_connections is None
         window = int(ts // 1) // self.interval
         internet, nat_pool = plan[9], plan[10]  # planned Path attributes (Dataplane._plan)
-        flags = _kind_flags(True, internet, nat)  # a VPC path reaches the eni tap
+        flags = kind_flags(True, internet, nat)  # a VPC path reaches the eni tap
         conn.expires = ts + table.timeout_of(conn)  # as ConnTable.add starts it
         idx = self.ft.open(proto, conn.state, conn.expires, ts, (s_ip, r_ip, e_ip, nat_addr if nat else 0),
                            (s_port, r_port, e_port, nat_port if nat else 0), nat_pool is not None, gen, window, flags,
                            True, timed)
+        self.opens.mark(idx)  # its place in the open order
+        self._clock[4] += 1
         entry = _Entry(idx, conn, (conn.generation, gen), opened)
         entry.records[_KIND_OUT] = records
         entries = self._entries
@@ -536,7 +577,7 @@ class CoreEngine:
         self.learned += 2
         if timed:
             self._timed[idx] = entry
-            live = len(table) + len(self._timed)
+            live = len(table) + len(self._timed) + self.opens.live
             if live > table.peak:
                 table.peak = live
         else:
@@ -554,10 +595,61 @@ class CoreEngine:
     def _adopt_all(self) -> None:
         """Adopt every connection planned opens made that is not adopted yet, in the order they
         opened (the conntrack table lists connections in that order). Their state must be folded."""
-        if self._timed:
+        opens = self.opens
+        in_loop = opens.unadopted() if opens.live else ()
+        if in_loop and self._timed:  # both kinds: by their numbers in the open order
+            seq_of = opens.seq_of
+            timed = self._timed
+            for _, idx in sorted([(seq_of(idx), idx) for idx in timed] + [(seq_of(idx), idx) for idx in in_loop]):
+                entry = timed.get(idx)
+                if entry is None:
+                    self._adopt_opened(idx)
+                else:
+                    self._adopt(entry)
+        elif in_loop:
+            for idx in in_loop:
+                self._adopt_opened(idx)
+        else:
             for entry in self._timed.values():
                 self._adopt(entry)
-            self._timed.clear()
+        self._timed.clear()
+
+    def _adopt_opened(self, idx: int) -> None:
+        """Adopt a connection the fast loop opened (entry ``idx``, folded): its ``Conn``, from the
+        entry and its side record, then as :meth:`_adopt`."""
+        opens = self.opens
+        tid, created, packets, nbytes, flags, exchanges, last_reply, out_records, back_records = opens.info(idx)
+        t = self._templates[tid]
+        got = self.ft.get(idx)
+        proto = got["proto"]
+        ips, ports = got["ips"], got["ports"]
+        conn = Conn(proto, 4, t.function, t.eni_id, got["state"], (ips[0], ports[0], ips[1], ports[1]),
+                    (ips[2], ports[2], ips[1], ports[1]), created)
+        conn.expires = got["expires"]
+        conn.last_seen = conn.nat_last_seen = got["last_seen"]
+        conn.packets_orig, conn.packets_reply = packets
+        conn.bytes_orig, conn.bytes_reply = nbytes
+        conn.flags_orig, conn.flags_reply = flags
+        conn.replied = packets[1] > 0
+        if proto == PROTO_UDP:
+            conn.exchanges = exchanges
+            conn._last_dir = REPLY if last_reply else ORIGINAL
+        nat_addr, nat_port = (ips[3], ports[3]) if t.nat_alloc else (None, None)
+        opened = Opened(t.plan, t.subnet_id, t.pool, nat_addr, nat_port, t.out_points, t.back_points, t.gen,
+                        t.back_interned)
+        entry = _Entry(idx, conn, (conn.generation, t.gen), opened)
+        entry.records[_KIND_OUT] = out_records
+        if back_records is not None:
+            entry.records[_KIND_REPLY] = back_records
+        elif got["kinds"][_KIND_REPLY] & _core.FLOW_K_FIRST:  # its first reply is still to come
+            self._ahead[idx] = (_KIND_REPLY, self.dp.flowlog.table.record_points,
+                                (t.back_interned, proto, ports[2], ports[3] if t.nat_alloc else 0))
+        entries = self._entries
+        if idx >= len(entries):
+            entries.extend([None] * (idx + 1 - len(entries)))
+        entries[idx] = entry
+        opens.adopted(idx)
+        self._adopt(entry)
 
     def _expire_timed(self, now: float) -> None:
         """Fire the C table's timers of unadopted connections due by ``now`` (the first-packet
@@ -566,7 +658,8 @@ class CoreEngine:
         (``Dataplane._release``; :func:`hyperplane.core_open.release`) and leaves the table; when
         a NAT mapping went idle first, the slow path takes every unadopted connection over (its
         NAT idle timer fires as it would have)."""
-        if not self._timed:
+        opens = self.opens
+        if not self._timed and not opens.live:
             return
         ft = self.ft
         due = ft.take_due(now)
@@ -581,6 +674,9 @@ class CoreEngine:
         for idx, expired in due:
             if not expired:
                 idle = True  # left in place: adopted below, with the others, in open order
+                continue
+            if opens.is_c(idx):  # opened by the fast loop: released there (ENI slot here)
+                dp.control.close_connection(self._templates[opens.release(idx)].eni_id)
                 continue
             entry = timed.pop(idx)
             ft.fold_counts(idx, entry.records, records, interval)  # the connection itself is dropped
@@ -604,7 +700,7 @@ class CoreEngine:
             return
         if self.dp._sandboxes[4].lookup(conn.lambda_tuple[2]) is not None:
             return
-        flags = _kind_flags(path.eni_tap, path.internet, path.nat_fwd is not None)
+        flags = kind_flags(path.eni_tap, path.internet, path.nat_fwd is not None)
         self.ft.learn(idx, _KIND_REPLY, flags, window, first=True)
         self._ahead[idx] = (_KIND_REPLY, self.dp.flowlog.record_all, (path.back[1], conn.proto))
         self.learned += 1
@@ -628,14 +724,97 @@ class CoreEngine:
         stop name)."""
         clock = self._clock
         t0 = perf_counter()
-        while True:
-            if batch.version != batch.out.version:
-                batch.bind()  # a tap buffer was replaced by a larger one
-            stop, why = self.ft.run_batch(batch.bound, i)
-            if why != "space" or not batch.out.grow_if_short(_HEAD_ROOM):
-                clock[0] += perf_counter() - t0
-                return stop, why
-            i = stop
+        armed = self._templates and self._push()
+        try:
+            while True:
+                if batch.version != batch.out.version:
+                    batch.bind()  # a tap buffer was replaced by a larger one
+                stop, why = self.ft.run_batch(batch.bound, i)
+                if why != "space" or not batch.out.grow_if_short(_HEAD_ROOM):
+                    clock[0] += perf_counter() - t0
+                    return stop, why
+                i = stop
+        finally:
+            if armed:
+                self._pull()
+
+    # --- the fast loop's planned opens (ext/hp_open.h) ----------------------------------------------
+    def _eni_slot(self, eni) -> int:
+        """The fast loop's slot for a Hyperplane ENI (made on first use)."""
+        slot = self._eni_slots.get(eni.id)
+        if slot is None:
+            slot = self._eni_slots[eni.id] = self.opens.eni_slot(eni, self.dp.options.eni_capacity)
+        return slot
+
+    def opens_arm(self, *args):
+        """``Opens.arm`` (core_open.Opener._arm) under the slow path's current plans: every
+        template armed under older ones is disarmed first."""
+        if self.dp._plans is not self._armed_plans or self.opens.templates >= _core.OPEN_TEMPLATES_MAX:
+            self._disarm()
+        return self.opens.arm(*args)
+
+    def _disarm(self) -> None:
+        self.opens.disarm_all()
+        self._arm_epoch += 1
+        self._armed_plans = self.dp._plans
+        if not self.opens.templates:
+            self._templates.clear()
+
+    def _open_in_loop(self, frame: bytes, ts: float, linktype: int) -> bool:
+        """Open ``frame``'s connection from its armed template now, as the fast loop would
+        (``Opens.open``), the engine's facts copied in and the results back; False when it declined."""
+        if not self._push():
+            return False
+        try:
+            return self.opens.open(frame, ts, linktype)
+        finally:
+            self._pull()
+
+    def _push(self) -> bool:
+        """Before a run: the facts the templates rely on (the slow path's next timer and the
+        control plane's, the clocks, the ENI slot counts, the conntrack count and peak). False
+        when no template is left (the plans they came from were dropped)."""
+        dp = self.dp
+        if dp._plans is not self._armed_plans:
+            self._disarm()
+            if not self.opens.live:
+                return False
+        control = dp.control
+        until = dp.next_timer()
+        cp = control.next_timer()
+        table = dp.table
+        since = control.now
+        if dp._now is not None and dp._now > since:
+            since = dp._now
+        self.opens.push(cp if cp < until else until, since, len(table) + len(self._timed), table.peak,
+                        table.max_connections is None)
+        return True
+
+    def _pull(self) -> None:
+        """After a run: what the fast loop's opens changed of the slow path's and the control
+        plane's state (ENI slot counts are copied back by ``Opens.pull``)."""
+        got = self.opens.pull()
+        if got is None:
+            return
+        peak, opened = got
+        dp = self.dp
+        table = dp.table
+        if peak > table.peak:
+            table.peak = peak
+        if not opened:
+            return
+        opened.sort(key=lambda item: item[2])
+        control, templates = dp.control, self._templates
+        total = 0
+        for tid, count, last in opened:
+            control.opened_on(templates[tid].function, last)
+            total += count
+        last = opened[-1][2]
+        if dp._now is None or last > dp._now:
+            dp._now = last
+        dp.connections_opened += total
+        self.learned += 2 * total
+        self._clock[5] += total
 
     def process(self, data, ts: float, linktype: int = pk.RAW) -> Result:
         """One packet: the fast path when it can, else the slow path."""
@@ -657,10 +836,15 @@ class CoreEngine:
         del batch
         parsed = _core.parse(frame, linktype)
         idx, kind = self.ft.lookup(parsed[6], parsed[7], parsed[10], parsed[11], parsed[8])
-        conn = self._entries[idx].conn
         taps = {name: tap[0][1] for name, tap in out.taps(frame).items() if len(tap)}
-        eni_id = conn.path.eni_id if conn.path is not None else conn.eni_id  # not adopted yet: an ENI's
-        return Result(Verdict.FORWARDED, DropReason.NONE, None, None, taps, eni_id, _DIRECTION[kind], conn.function)
+        if self.opens.is_c(idx):  # opened by the fast loop, not adopted yet
+            t = self._templates[self.opens.template_of(idx)]
+            eni_id, function = t.eni_id, t.function
+        else:
+            conn = self._entries[idx].conn
+            eni_id = conn.path.eni_id if conn.path is not None else conn.eni_id  # not adopted yet: an ENI's
+            function = conn.function
+        return Result(Verdict.FORWARDED, DropReason.NONE, None, None, taps, eni_id, _DIRECTION[kind], function)
 
     def process_batch(self, buffer, offsets, lengths, timestamps, linktypes=None) -> BatchResult:
         """Packets ``buffer[offsets[i] : offsets[i] + lengths[i]]`` at ``timestamps[i]``: the
@@ -725,7 +909,7 @@ class CoreEngine:
     def counters(self) -> dict:
         self._catch_up(adopt=False)
         counters = self.dp.counters()
-        counters["connections_live"] += len(self._timed)  # the conntrack table holds the adopted ones
+        counters["connections_live"] += len(self._timed) + self.opens.live  # the table holds the adopted ones
         return counters
 
     def flow_logs(self, flush: bool = True, before=None):
@@ -769,15 +953,16 @@ class CoreEngine:
         ``opened``: :mod:`hyperplane.core_open`), and how many of those the slow path has not
         adopted yet (``timed``: the C table keeps their timers)."""
         ft, records = self.ft, self.dp.flowlog.table
-        fast_seconds, slow_seconds, slow_packets, open_seconds, opened = self._clock
+        fast_seconds, slow_seconds, slow_packets, open_seconds, opened, opened_in_loop = self._clock
         return {
             "fast_seconds": fast_seconds, "slow_seconds": slow_seconds, "slow_packets": slow_packets,
-            "open_seconds": open_seconds, "opened": opened,
+            "open_seconds": open_seconds, "opened": opened + opened_in_loop, "opened_in_loop": opened_in_loop,
+            "templates": self.opens.templates,
             "entries": len(ft), "keys": ft.keys, "slots": ft.slots, "capacity": ft.capacity,
             "memory_bytes": ft.memory_bytes, "entry_bytes": _core.FLOW_ENTRY_BYTES,
             "slot_bytes": _core.FLOW_SLOT_BYTES, "rehashes": ft.rehashes, "learned": self.learned,
             "flow_log_records": len(records), "flow_log_bytes": records.memory_bytes, "stops": ft.stops(),
-            "timed": len(self._timed),
+            "timed": len(self._timed) + self.opens.live,
         }
 
 

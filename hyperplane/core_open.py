@@ -21,6 +21,12 @@ flow-log records made here. Nor does the slow path get the connection yet: its `
 conntrack entry are made only when Python needs them (:func:`adopt`); until then the C table
 times it, and an expired one is released without them (:func:`release`).
 
+Before making the connection in Python it arms the destination's template in the fast loop
+(:meth:`Opener._arm`, ``_core.Opens``, ``ext/hp_open.h``) and lets it open this packet's
+connection (``CoreEngine._open_in_loop``): the same decisions in C, and the loop then opens the
+next first packets to that destination from that sandbox prefix and subnet without stopping.
+Python makes the connection itself only when the template cannot be armed or declines.
+
 It declines (returns False, having changed nothing but the clock and the timers due by then,
 which the slow path would move and fire first too) whenever anything else could happen: a packet
 that is not a sandbox's IPv4 TCP/UDP first packet of a connection, a control-plane timer due, a
@@ -37,7 +43,14 @@ from hyperplane.reference.conntrack import ORIGINAL, PROTO_TCP, PROTO_UDP, Conn,
 from hyperplane.reference.dataplane import (ENI_PORT, K_OUT, PLAN_CACHE_SIZE, S_LOG, S_NAT_ALLOC, Path,
                                             restore_plan, vpc_keys)
 
-__all__ = ["Opened", "Opener", "adopt", "release"]
+__all__ = ["Opened", "Opener", "Template", "adopt", "kind_flags", "release"]
+
+
+def kind_flags(eni: bool, internet: bool, nat: bool) -> int:
+    """A learned kind's tap flags: which taps it reaches, and whether its internet form crosses
+    the NAT gateway's translation (``nat``: the path has one; it translates both directions)."""
+    return ((_core.FLOW_K_ENI if eni else 0) | (_core.FLOW_K_INET if internet else 0)
+            | (_core.FLOW_K_NATRW if nat else 0))
 
 
 def _opening_state(proto: int, flags: int, strict: bool):
@@ -62,6 +75,22 @@ class Opened(NamedTuple):
     back_points: tuple
     gen: int  # the configuration generation it was planned under
     back_interned: object  # back_points interned by the flow-log table (FlowLogTable.points)
+
+
+class Template(NamedTuple):
+    """What the engine keeps of a template armed in the fast loop (``_core.Opens.arm``): the
+    facts an open it made shares with every other, for adopting or releasing its connections."""
+
+    function: str
+    eni_id: str
+    subnet_id: str
+    pool: object  # the ENI's source-port pool
+    plan: tuple
+    nat_alloc: bool  # a NAT gateway port is allocated (plan[10] is its pool)
+    out_points: tuple
+    back_points: tuple
+    gen: int
+    back_interned: object
 
 
 def _logs(steps, nat=None) -> Optional[tuple]:
@@ -109,7 +138,7 @@ class Opener:
     by the flow-log table) and the NAT port allocation; an entry is used only while
     ``Dataplane._plans`` still holds that very plan."""
 
-    __slots__ = ("dp", "compiled", "initial")
+    __slots__ = ("dp", "compiled", "initial", "initial_c", "armed")
 
     def __init__(self, dp):
         self.dp = dp
@@ -118,6 +147,8 @@ class Opener:
         # (it opens none, or forwarding it would change that state: the fast loop forwards it)
         self.initial = {proto: tuple(_opening_state(proto, flags, dp.strict) for flags in range(256))
                         for proto in (PROTO_TCP, PROTO_UDP)}
+        self.armed: dict = {}  # by template match: (the engine's arming epoch, ENI, plan) it was armed with
+        self.initial_c = {PROTO_TCP: self.initial[PROTO_TCP], PROTO_UDP: (self.initial[PROTO_UDP][0],) * 256}
 
     def _compile(self, key: tuple, plan: tuple, eni) -> Optional[tuple]:
         out = _logs(plan[2])
@@ -196,6 +227,10 @@ class Opener:
         events = engine.ft.take_events()  # records of first packets the fast loop forwarded come first
         if events:
             engine._first_packets(events)
+        if (engine.open_in_loop and table.max_connections is None and self._arm(engine, proto, src, dst, dport, sandboxes, function, pinned,
+                                                        subnet_id, eni, done)
+                and engine._open_in_loop(frame, ts, linktype)):
+            return True  # the template did it, as below
         control.open_on(eni, function, ts)
         eni_id = eni.id
         pool = dp._ports[eni_id]
@@ -211,6 +246,42 @@ class Opener:
         records = dp.flowlog.table.record_points(out_interned, proto, port, nat_port or 0, ts) if out_points else []
         engine._teach_opened(conn, Opened(plan, subnet_id, pool, nat_addr, nat_port, out_points, back_points, dp.gen,
                                           back_interned), records, ts)
+        return True
+
+    def _arm(self, engine, proto, src, dst, dport, sandboxes, function, pinned, subnet_id, eni, done) -> bool:
+        """Arm the template for first packets like this one (same protocol, destination, sandbox
+        and subnet) on this ENI, unless armed already: the fast loop opens them as :meth:`open`
+        would, while the engine's facts hold (see ``ext/hp_open.h``). False when it cannot be
+        armed: the sandbox's prefix holds another sandbox, the ENI's group or a leg is too long."""
+        dp = self.dp
+        span = sandboxes.range_of(src)
+        if span is None:
+            return False
+        control = dp.control
+        modulus = control.subnet_modulus(function, pinned)
+        match = (proto, dst, dport, span, modulus, src % modulus if modulus else 0)
+        plan = done[0]
+        armed = self.armed.get(match)
+        if armed is not None and armed[0] == engine._arm_epoch and armed[1] is eni and armed[2] is plan:
+            return True
+        earlier = control.earlier_enis(function, subnet_id, eni)
+        if earlier is None:
+            return False
+        _, eni_ip, _, nat, _, out_interned, back_interned = done
+        slots = [engine._eni_slot(other) for other in earlier]
+        flags = kind_flags(True, plan[9], nat is not None)
+        tid = engine.opens_arm(dp.gen, proto, dst, dport, span[0], span[1], modulus, match[5],
+                               engine._eni_slot(eni), slots, eni_ip, flags, plan[10] is not None, dp._ports[eni.id],
+                               plan[10] if nat is not None else None, nat[2:] if nat is not None else None,
+                               out_interned, back_interned, self.initial_c[proto])
+        if tid is None:
+            return False
+        _, _, out_points, _, back_points, _, _ = done
+        engine._templates[tid] = Template(function, eni.id, subnet_id, dp._ports[eni.id], plan, nat is not None,
+                                          out_points, back_points, dp.gen, back_interned)
+        if len(self.armed) >= PLAN_CACHE_SIZE:
+            self.armed = {}
+        self.armed[match] = (engine._arm_epoch, eni, plan)
         return True
 
 

@@ -743,6 +743,43 @@ class ControlPlane:
         key = rec.serving.get(subnet_id)
         return None if key is None else self._usable(self._groups[key], accept)
 
+    def earlier_enis(self, function: str, subnet_id: str, eni: HyperplaneEni) -> Optional[list]:
+        """The ENIs in use that :meth:`usable_eni` tries before ``eni`` for the function in
+        ``subnet_id`` (``eni`` is the one it gives when each of them is full or refused), or None
+        when ``eni`` is not one of that pair's. Valid until the next timer or model change."""
+        rec = self._functions.get(function)
+        key = None if rec is None else rec.serving.get(subnet_id)
+        if key is None:
+            return None
+        earlier = []
+        for other in self._groups[key].enis:
+            if other is eni:
+                return earlier
+            if other.state is _IN_USE:
+                earlier.append(other)
+        return None
+
+    def subnet_modulus(self, function: str, pinned: Optional[str] = None) -> int:
+        """How :meth:`subnet_for` picks the function's subnet: 0 when every address gets the same
+        one (``pinned``, or a single subnet), else the number of subnets (address mod it)."""
+        rec = self._functions.get(function) or self._record(function)
+        plan = rec.plan
+        subnets = plan.subnets if plan.keys else _dedupe(rec.fn.subnet_ids)
+        if len(subnets) <= 1 or (pinned is not None and pinned in subnets):
+            return 0
+        return len(subnets)
+
+    def next_timer(self) -> float:
+        """The time of the next control-plane timer (``inf`` when none)."""
+        return self._timers[0][0] if self._timers else float("inf")
+
+    def opened_on(self, function: str, now: float) -> None:
+        """Connections were opened for ``function`` up to ``now``, each as :meth:`open_on` with
+        no timer due, their ENI slots taken and counted in the peak by the caller: the clock and
+        the function's last use move to ``now``."""
+        self._now = now
+        self._functions[function].last_used = now
+
     def open_on(self, eni: HyperplaneEni, function: str, now: float) -> HyperplaneEni:
         """What :meth:`invoke` then :meth:`open_connection` (``commit=False``) do when
         :meth:`usable_eni` gave ``eni`` for them at ``now``: the clock moves to ``now``, the

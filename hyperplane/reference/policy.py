@@ -82,6 +82,22 @@ class PrefixMap:
                 return value
         return None
 
+    def range_of(self, address: int) -> Optional[tuple[int, int]]:
+        """``(first, last)`` address of the longest prefix holding ``address`` when every address
+        in it looks up to that prefix's value (no longer prefix lies inside it), else None (also
+        when no prefix holds ``address``)."""
+        bits = 32 if self.version == 4 else 128
+        full = (1 << bits) - 1
+        longer = []
+        for mask, table in self._probes:
+            net = address & mask
+            if table.get(net) is not None:
+                if any((key & mask) == net for _, inner in longer for key in inner):
+                    return None
+                return net, net | (full & ~mask)
+            longer.append((mask, table))
+        return None
+
     def lookup_all(self, address: int) -> list:
         """Every value whose prefix holds ``address``, longest prefix first."""
         out = []

@@ -136,13 +136,16 @@ def _exchange(sandbox, dest, sport, t, gap=0.01):
             for k, (src, dst, sp, dp, flags) in enumerate(steps)]
 
 
-def _compare(packets, **options):
+def _compare(packets, in_loop=True, **options):
     """Both backends over ``packets`` (one batch); everything compared, counters and emitted
     packets included. Returns the core's stats taken right after the batch (before anything
-    adopts its connections) and after the comparison."""
+    adopts its connections) and after the comparison. ``in_loop`` False: the core makes its
+    planned opens in Python only (no template is armed in the fast loop)."""
     seen, before, after = {}, None, None
     for backend in ("core", "reference"):
         engine = Engine(load_vpc(DEMO), SANDBOXES, EngineOptions(**options), backend=backend)
+        if backend == "core":
+            engine._impl.open_in_loop = in_loop
         frames = [f for _, f in packets]
         lengths = np.array([len(f) for f in frames], np.int64)
         offsets = np.concatenate(([0], np.cumsum(lengths[:-1]))).astype(np.int64)
@@ -219,16 +222,18 @@ _events = st.lists(st.one_of(
 
 
 @settings(max_examples=150, deadline=None)
-@given(_events)
+@given(_events, st.booleans())
 # a connection the slow path owns moves to LAST_ACK (30 s) in the fast loop, so its timer in the
 # slow path's heap (SYN_SENT, 120 s) is late until folded; the next first packet, 31 s later,
 # must not move the slow path's clock past that expiry without firing it
-@example([("flow", 0, 0, False, 7), ("wait", 31.0, 0, False, 0), ("flow", 0, 1, False, 1)])
-def test_planned_opens_and_their_timers_agree_with_the_reference(events):
+@example([("flow", 0, 0, False, 7), ("wait", 31.0, 0, False, 0), ("flow", 0, 1, False, 1)], False)
+@example([("flow", 0, 0, False, 7), ("wait", 31.0, 0, False, 0), ("flow", 0, 1, False, 1)], True)
+def test_planned_opens_and_their_timers_agree_with_the_reference(events, in_loop):
     """Many sandboxes to a few destinations (so most connections are planned opens), TCP and
     UDP, with waits long enough for connections to expire and NAT mappings to go idle while the
     slow path has not adopted them: every packet, tap, emitted packet, flow-log record, counter
-    and connection is the reference's."""
+    and connection is the reference's, whether the fast loop opens them from templates
+    (``in_loop``) or Python does."""
     packets, t = [], T0
     for kind, a, b, udp, steps in events:
         if kind == "wait":
@@ -243,7 +248,7 @@ def test_planned_opens_and_their_timers_agree_with_the_reference(events):
             src, dst, sp, dp = (sandbox, server, sport, port) if out else (server, sandbox, port, sport)
             packets.append((t, build_packet(4, src, dst, 17 if udp else 6, sp, dp, flags, payload=b"x")))
     if packets:
-        _compare(packets)
+        _compare(packets, in_loop)
 
 
 def test_a_configuration_change_adopts_the_unadopted_connections_first():
@@ -288,3 +293,45 @@ def test_explain_sees_the_unadopted_connections():
         trace = engine.explain("orders-api", "203.0.113.10", 443, "tcp")
         seen[backend] = (str(trace), engine.counters, [c.eni_tuple for c in engine.connections()])
     assert seen["core"] == seen["reference"]
+
+
+def test_the_fast_loop_opens_planned_connections_from_templates():
+    """After one planned open to a destination, the next first packets to it from the same
+    sandbox and subnet are opened inside the fast loop (a template, ext/hp_open.h): one slow-path
+    packet, one open decided in Python, the rest never leave the loop; everything else is the
+    reference's, through expiry (TIME_WAIT, 120 s) and adoption."""
+    first = [p for k in range(40) for p in _exchange(ORDERS + k, DB, 40000 + k, T0 + k * 0.5)]
+    later = [p for k in range(40) for p in _exchange(ORDERS + k, WEB, 42000 + k, T0 + 300 + k * 0.5)]
+    before, after, seen = _compare(first + later)
+    assert before["slow_packets"] == 2 and before["opened"] == 78
+    assert before["opened_in_loop"] == 78  # the first of each destination's planned opens armed its template
+    assert before["stops"]["miss"] == 4  # each destination's first two connections
+    # the first 40 expired and left the table (39 of them released in C); the slow path owns its own
+    assert before["timed"] == 39 and before["entries"] == 40
+    assert after["timed"] == 0
+
+
+def test_a_template_follows_the_enis_filling_up():
+    """With room for 3 connections an ENI, the template's ENI fills and the slow path makes the
+    next one (its connections then open on the new ENI): the same ENIs, ports and peaks as the
+    reference."""
+    packets = _handshakes([(ORDERS + k, DB, 40000 + k) for k in range(10)])
+    before, _, seen = _compare(packets, eni_capacity=3)
+    assert before["opened_in_loop"] > 0
+    assert [e["peak_connections"] for e in seen[6]["enis"] if e["peak_connections"]] == [3, 3, 3, 1]
+
+
+def test_a_sandbox_prefix_holding_another_is_no_template_range():
+    """A template covers the addresses of one sandbox prefix (PrefixMap.range_of): the whole
+    prefix when no longer prefix lies inside it, else none (its addresses look up to two
+    sandboxes)."""
+    from hyperplane.reference.policy import PrefixMap
+
+    sandboxes = PrefixMap(4)
+    sandboxes.add(_ip("10.1.0.0"), 16, "wide")
+    sandboxes.add(_ip("10.1.2.0"), 24, "narrow")
+    sandboxes.add(_ip("10.2.0.0"), 24, "alone")
+    assert sandboxes.range_of(_ip("10.2.0.9")) == (_ip("10.2.0.0"), _ip("10.2.0.255"))
+    assert sandboxes.range_of(_ip("10.1.2.9")) == (_ip("10.1.2.0"), _ip("10.1.2.255"))
+    assert sandboxes.range_of(_ip("10.1.9.9")) is None  # 10.1.0.0/16 holds 10.1.2.0/24
+    assert sandboxes.range_of(_ip("10.3.0.1")) is None
