@@ -49,6 +49,7 @@ cdef extern from "hp_flow.h" nogil:
         uint32_t nevents
         uint32_t earlier
         double earlier_min
+        uint32_t ntimers
         uint64_t rehashes
         uint32_t gen
         uint32_t interval
@@ -200,6 +201,11 @@ cdef class FlowTable:
     @property
     def rehashes(self):
         return self._t.rehashes
+
+    @property
+    def timer_items(self):
+        """Items in the timers' heap (one or more per timed entry, and stale ones not popped yet)."""
+        return self._t.ntimers
 
     @property
     def memory_bytes(self):

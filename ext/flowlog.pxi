@@ -13,6 +13,14 @@ from libc.math cimport floor, INFINITY
 from libc.string cimport memcpy
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.ref cimport PyObject
+
+cdef extern from "Python.h":
+    # the bytes C API on raw references (a bytes object written in place, then shrunk)
+    PyObject *_fl_bytes_new "PyBytes_FromStringAndSize"(const char *v, Py_ssize_t n)
+    char *_fl_bytes_data "PyBytes_AS_STRING"(PyObject *o)
+    int _fl_bytes_resize "_PyBytes_Resize"(PyObject **o, Py_ssize_t n)
+    void _fl_xdecref "Py_XDECREF"(PyObject *o)
 
 cdef extern from "hp_flowlog.h" nogil:
     ctypedef struct hp_rec:
@@ -105,7 +113,7 @@ cdef class FlowLogTable:
 
     @property
     def memory_bytes(self):
-        return self._t.cap * sizeof(hp_rec) + self._t.icap * 4
+        return self._t.cap * sizeof(hp_rec) + self._t.icap * 8
 
     cdef uint32_t _iface(self, name) except? 0xFFFFFFFF:
         got = self._iface_id.get(name)
@@ -433,28 +441,66 @@ cdef class FlowLogRows:
         return out
 
     def bytes_v2(self, account_id):
-        """:meth:`lines_v2` as one bytes (UTF-8), each line ending in a newline (no object per line)."""
+        """:meth:`lines_v2` as one bytes (UTF-8), each line ending in a newline (no object per line).
+        The interface prefixes and addresses are resolved to UTF-8 once, and the bytes object is
+        written in place (sized for the longest possible lines, then shrunk)."""
         cdef uint32_t i
-        cdef char *out = NULL
-        cdef char *grown
-        cdef size_t used = 0, cap = 0
-        cdef Py_ssize_t n
+        cdef Py_ssize_t n, k, used = 0, widest = 0
+        cdef const char **ptext = NULL
+        cdef Py_ssize_t *plen = NULL
+        cdef const char **atext = NULL
+        cdef Py_ssize_t *alen = NULL
+        cdef hp_rec *r
+        cdef char *out
+        cdef PyObject *result
+        if not self._n:
+            return b""
         prefixes = [f"2 {account_id or '-'} {name} " for name in self._iface_text]
+        addrs = self._addr_text  # held: the UTF-8 buffers read below are theirs
         try:
-            for i in range(self._n):
-                if cap - used < 1025:
-                    cap = cap * 2 if cap else 1 << 16
-                    grown = <char *>realloc(out, cap)
-                    if grown == NULL:
-                        raise MemoryError()
-                    out = grown
-                n = self._line(i, out + used, prefixes)
-                used += n
-                out[used] = 10
-                used += 1
-            return PyBytes_FromStringAndSize(out, used) if used else b""
+            ptext = <const char **>malloc(max(len(prefixes), 1) * sizeof(char *))
+            plen = <Py_ssize_t *>malloc(max(len(prefixes), 1) * sizeof(Py_ssize_t))
+            atext = <const char **>malloc(max(len(addrs), 1) * sizeof(char *))
+            alen = <Py_ssize_t *>malloc(max(len(addrs), 1) * sizeof(Py_ssize_t))
+            if ptext == NULL or plen == NULL or atext == NULL or alen == NULL:
+                raise MemoryError()
+            for k in range(len(prefixes)):
+                ptext[k] = PyUnicode_AsUTF8AndSize(prefixes[k], &plen[k])
+                widest = max(widest, plen[k])
+            for k in range(len(addrs)):
+                atext[k] = PyUnicode_AsUTF8AndSize(addrs[k], &alen[k])
+            # a line: prefix, two addresses (<= 45 bytes each, checked), seven numbers (<= 20
+            # digits and a separator each), the action and status, the newline
+            result = _fl_bytes_new(NULL, <Py_ssize_t>self._n * (widest + 2 * 46 + 7 * 21 + 11))
+            if result == NULL:
+                raise MemoryError()
+            out = _fl_bytes_data(result)
+            try:
+                for i in range(self._n):
+                    r = &self._rows[i]
+                    if r.live & 2:  # an int address written as IPv6: the general path
+                        n = self._line(i, out + used, prefixes)
+                    else:
+                        if alen[r.src] > 45 or alen[r.dst] > 45 or plen[r.iface] > 800:
+                            raise ValueError("flow-log interface id or address too long")
+                        n = hp_fl_line_v2(out + used, ptext[r.iface], plen[r.iface], atext[r.src], alen[r.src],
+                                          atext[r.dst], alen[r.dst], r)
+                    used += n
+                    out[used] = 10
+                    used += 1
+            except BaseException:
+                _fl_xdecref(result)
+                raise
+            if _fl_bytes_resize(&result, used) != 0:  # (it released the object)
+                raise MemoryError()
+            done = <object>result
+            _fl_xdecref(result)
+            return done
         finally:
-            free(out)
+            free(ptext)
+            free(plen)
+            free(atext)
+            free(alen)
 
 
 cdef inline str _flowlog_text(list texts, list keys, uint32_t addr, uint8_t live):

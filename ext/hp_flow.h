@@ -162,7 +162,7 @@ typedef struct hp_flow_table {
     uint32_t ndirty, cap_dirty;
     hp_flow_event *events;      /* first packets of kinds learned ahead, in packet order */
     uint32_t nevents, cap_events;
-    hp_timer *timers;           /* binary min-heap of the timed entries' timers (stale ones too) */
+    hp_timer *timers;           /* 4-ary min-heap of the timed entries' timers (stale ones too) */
     uint32_t ntimers, cap_timers;
     uint64_t rehashes;
     /* configuration */
@@ -533,12 +533,15 @@ static inline int hp_flow_timer_room(hp_flow_table *t)
     return 0;
 }
 
+/* The heap is 4-ary (children of i: 4i + 1 .. 4i + 4, 48 bytes, mostly one cache line): half the
+ * levels of a binary heap, fewer cache misses per pop on a heap larger than the cache. */
+
 /* Queue a timer of entry idx at `when` (room checked by the caller). */
 static inline void hp_flow_timer_push(hp_flow_table *t, uint32_t idx, double when)
 {
     uint32_t i = t->ntimers++, parent;
     while (i > 0) {
-        parent = (i - 1) / 2;
+        parent = (i - 1) / 4;
         if (t->timers[parent].when <= when)
             break;
         t->timers[i] = t->timers[parent];
@@ -551,10 +554,12 @@ static inline void hp_flow_timer_push(hp_flow_table *t, uint32_t idx, double whe
 static inline hp_timer hp_flow_timer_pop(hp_flow_table *t)
 {
     hp_timer top = t->timers[0], last = t->timers[--t->ntimers];
-    uint32_t i = 0, child, n = t->ntimers;
-    while ((child = 2 * i + 1) < n) {
-        if (child + 1 < n && t->timers[child + 1].when < t->timers[child].when)
-            child++;
+    uint32_t i = 0, child, c, end, n = t->ntimers;
+    while ((child = 4 * i + 1) < n) {
+        end = child + 4 < n ? child + 4 : n;
+        for (c = child + 1; c < end; c++)
+            if (t->timers[c].when < t->timers[child].when)
+                child = c;
         if (last.when <= t->timers[child].when)
             break;
         t->timers[i] = t->timers[child];

@@ -114,6 +114,7 @@ typedef struct hp_opener {
     int64_t live;              /* C-opened, not adopted */
     int64_t peak;              /* the conntrack table's peak */
     uint64_t opened, released; /* since the caller last read them */
+    uint64_t declined[8];      /* by HP_DECLINE_* reason, since the caller last read them */
     int enabled;
     int error;                 /* out of memory inside the loop: the caller raises */
 } hp_opener;
@@ -161,28 +162,33 @@ static inline int hp_open_records(hp_opener *op, const hp_tmpl *tm, int leg, uin
 {
     double s = floor(ts);
     int64_t second = (int64_t)s, rem = second % op->interval, got;
-    uint32_t j;
+    uint32_t j, n = tm->npoints[leg];
+    hp_rec keys[HP_OPEN_RECS];
     if (rem < 0)
         rem += op->interval;
-    for (j = 0; j < tm->npoints[leg]; j++) {
-        hp_rec key = tm->keys[leg][j];
+    for (j = 0; j < n; j++) { /* the keys first, their index slots prefetched: the misses overlap */
+        hp_rec *key = &keys[j];
         uint8_t mode = tm->modes[leg][j];
-        key.window = second - rem;
-        key.proto = proto;
+        *key = tm->keys[leg][j];
+        key->window = second - rem;
+        key->proto = proto;
         if (mode & 1)
-            key.sport = eni_port;
+            key->sport = eni_port;
         else if (mode & 2)
-            key.sport = nat_port;
+            key->sport = nat_port;
         if (mode & 4)
-            key.dport = eni_port;
+            key->dport = eni_port;
         else if (mode & 8)
-            key.dport = nat_port;
-        got = hp_fl_get(op->fl, &key, second);
+            key->dport = nat_port;
+        hp_fl_prefetch(op->fl, key);
+    }
+    for (j = 0; j < n; j++) {
+        got = hp_fl_get(op->fl, &keys[j], second);
         if (got < 0)
             return -1;
         out[j] = (uint32_t)got;
     }
-    return (int)j;
+    return (int)n;
 }
 
 /* Count the packets entry idx (C-opened) holds into its records and its totals; reset its
@@ -332,6 +338,21 @@ static inline hp_tmpl *hp_open_find(hp_opener *op, const hp_pkt *p)
 
 /* The open hook (see the top of this file): 1 when the connection of first packet p at ts is
  * open (its entry in the table, timed, both kinds learned, the reply ahead), else 0. */
+/* why hp_open_try declined (hp_opener.declined) */
+enum {
+    HP_DECLINE_NONE = 0,  /* no armed template of this generation matches */
+    HP_DECLINE_TIME,      /* outside [since, until), or a caller-timed expiry moved before it */
+    HP_DECLINE_STATE,     /* the packet opens nothing, or its transition would change the state */
+    HP_DECLINE_EVENT,     /* a first-reply event of the caller's is pending */
+    HP_DECLINE_DUE,       /* a timed entry the caller handles is due */
+    HP_DECLINE_ENI,       /* an earlier ENI of the group has room, or the template's is full */
+    HP_DECLINE_PORTS,     /* no source port or NAT gateway port left */
+    HP_DECLINE_OTHER,     /* off, the dirty list at its bound, or out of memory */
+    HP_DECLINE_COUNT
+};
+
+#define HP_DECLINE(why) do { op->declined[why]++; return 0; } while (0)
+
 static inline int hp_open_try(void *ctx, hp_flow_table *t, const hp_pkt *p, double ts)
 {
     hp_opener *op = (hp_opener *)ctx;
@@ -345,42 +366,40 @@ static inline int hp_open_try(void *ctx, hp_flow_table *t, const hp_pkt *p, doub
     int64_t idx, second;
     int n;
     uint8_t state;
-    if (!op->enabled || op->error || !(ts < op->until) || ts < op->since || (p->proto != 6 && p->proto != 17))
-        return 0;
-    if (t->earlier && t->earlier_min <= ts)
-        return 0;
+    if (!op->enabled || op->error || (p->proto != 6 && p->proto != 17))
+        HP_DECLINE(HP_DECLINE_OTHER);
+    if (!(ts < op->until) || ts < op->since || (t->earlier && t->earlier_min <= ts))
+        HP_DECLINE(HP_DECLINE_TIME);
     tm = hp_open_find(op, p);
     if (tm == NULL || tm->gen != t->gen)
-        return 0;
+        HP_DECLINE(HP_DECLINE_NONE);
     state = tm->initial[p->proto == 6 ? p->tcp_flags : 0];
     if (state == HP_OPEN_NONE)
-        return 0;
+        HP_DECLINE(HP_DECLINE_STATE);
     if (t->ndirty > 2 * t->nconns + 4096)
-        return 0; /* the caller folds (its list of changed entries stays bounded) */
+        HP_DECLINE(HP_DECLINE_OTHER); /* the caller folds (its list of changed entries stays bounded) */
     /* what the caller does first: the first replies' records, the expired connections' releases */
     if (t->nevents && (n = hp_open_events(op, t)) != 0) {
         if (n < 0)
             op->error = 1;
-        return 0;
+        HP_DECLINE(n < 0 ? HP_DECLINE_OTHER : HP_DECLINE_EVENT);
     }
     if (hp_open_expire(op, t, ts) != 0)
-        return 0;
+        HP_DECLINE(HP_DECLINE_DUE);
     /* the ENI the control plane would pick, and ports */
     for (j = 0; j < tm->nearlier; j++)
         if (op->enis[tm->earlier[j]].conns < op->enis[tm->earlier[j]].cap)
-            return 0;
+            HP_DECLINE(HP_DECLINE_ENI);
     eni = &op->enis[tm->eni];
-    if (eni->conns >= eni->cap || !hp_ports_can_allocate(tm->pool, p->proto, p->dport, 0, dst))
-        return 0;
-    if (tm->nat_alloc && !hp_nat_can_allocate(tm->nat_pool, tm->nat_proto, tm->nat_dport, 0, tm->nat_dst))
-        return 0;
+    if (eni->conns >= eni->cap)
+        HP_DECLINE(HP_DECLINE_ENI);
+    if (!hp_ports_can_allocate(tm->pool, p->proto, p->dport, 0, dst)
+        || (tm->nat_alloc && !hp_nat_can_allocate(tm->nat_pool, tm->nat_proto, tm->nat_dport, 0, tm->nat_dst)))
+        HP_DECLINE(HP_DECLINE_PORTS);
     /* room first: nothing below may fail but the flow-log table and the pools, out of memory */
-    if (hp_flow_entry_room(t) != 0)
-        return 0;
-    if ((t->used + 2) * 4 > (t->mask + 1) * 3 && hp_flow_rehash(t, (t->mask + 1) * 2) != 0)
-        return 0;
-    if (hp_open_side_room(op, t) != 0 || hp_flow_timer_room(t) != 0)
-        return 0;
+    if (hp_flow_entry_room(t) != 0 || ((t->used + 2) * 4 > (t->mask + 1) * 3 && hp_flow_rehash(t, (t->mask + 1) * 2) != 0)
+        || hp_open_side_room(op, t) != 0 || hp_flow_timer_room(t) != 0)
+        HP_DECLINE(HP_DECLINE_OTHER);
     /* --- the open (Opener.open) */
     port = hp_ports_allocate_v4(tm->pool, p->proto, src, p->sport, dst, p->dport);
     if (port < 0) {

@@ -59,6 +59,7 @@ cdef extern from "hp_open.h" nogil:
         uint64_t seq
         int64_t base, live, peak
         uint64_t opened, released
+        uint64_t declined[8]
         int enabled
         int error
     int HP_OPEN_RECS, HP_OPEN_ENIS, HP_OPEN_NONE
@@ -72,6 +73,8 @@ cdef extern from "hp_open.h" nogil:
     void hp_open_attach(hp_opener *op, hp_flow_table *t)
     void hp_open_detach(hp_flow_table *t)
 
+#: Why the fast loop's open hook declined, by code (the order of HP_DECLINE_* in hp_open.h).
+OPEN_DECLINES = ("no-template", "time", "state", "event", "due", "eni", "ports", "other")
 #: Most templates kept at once (a flood of destinations disarms them all and starts again).
 OPEN_TEMPLATES_MAX = 65536
 
@@ -289,6 +292,14 @@ cdef class Opens:
         if hp_flow_find(&self.ft._t, <uint32_t>p.src_lo, <uint32_t>p.dst_lo, p.sport, p.dport, p.proto) >= 0:
             return False
         return bool(hp_open_try(&self._op, &self.ft._t, &p, ts))
+
+    def declines(self):
+        """Why the open hook declined since the last call, by reason (see ``OPEN_DECLINES``); resets."""
+        cdef int k
+        out = {OPEN_DECLINES[k]: self._op.declined[k] for k in range(8) if self._op.declined[k]}
+        for k in range(8):
+            self._op.declined[k] = 0
+        return out
 
     # --- C-opened connections -----------------------------------------------------------------------
     @property

@@ -962,7 +962,8 @@ class CoreEngine:
             "memory_bytes": ft.memory_bytes, "entry_bytes": _core.FLOW_ENTRY_BYTES,
             "slot_bytes": _core.FLOW_SLOT_BYTES, "rehashes": ft.rehashes, "learned": self.learned,
             "flow_log_records": len(records), "flow_log_bytes": records.memory_bytes, "stops": ft.stops(),
-            "timed": len(self._timed) + self.opens.live,
+            "open_declines": self.opens.declines(),
+            "timed": len(self._timed) + self.opens.live, "timer_items": ft.timer_items,
         }
 
 
