@@ -164,6 +164,8 @@ typedef struct hp_flow_table {
     uint32_t nevents, cap_events;
     hp_timer *timers;           /* 4-ary min-heap of the timed entries' timers (stale ones too) */
     uint32_t ntimers, cap_timers;
+    double *queued;             /* by entry: the time of its one live item in the heap (timed entries) */
+    uint32_t cap_queued;
     uint64_t rehashes;
     /* configuration */
     uint32_t gen;
@@ -269,6 +271,7 @@ static inline void hp_flow_free(hp_flow_table *t)
     free(t->dirty);
     free(t->events);
     free(t->timers);
+    free(t->queued);
     memset(t, 0, sizeof(*t));
 }
 
@@ -276,7 +279,7 @@ static inline size_t hp_flow_memory(const hp_flow_table *t)
 {
     return (size_t)t->cap_conns * sizeof(hp_conn) + (size_t)(t->mask + 1) * sizeof(hp_slot)
            + (size_t)t->cap_dirty * sizeof(uint32_t) + (size_t)t->cap_events * sizeof(hp_flow_event)
-           + (size_t)t->cap_timers * sizeof(hp_timer);
+           + (size_t)t->cap_timers * sizeof(hp_timer) + (size_t)t->cap_queued * sizeof(double);
 }
 
 /* --- the index ------------------------------------------------------------------------------- */
@@ -510,12 +513,13 @@ static inline void *hp_flow_room(void *items, uint32_t used, uint32_t *cap, size
 
 /* --- timers of timed entries -------------------------------------------------------------------
  * A timed entry's timer is due at min(expires, last_seen + nat_idle when it holds a NAT mapping).
- * The heap keeps at least one item per timed entry at or before that time: an item is pushed when
- * the entry is timed and whenever a packet moves its expiry earlier (a NAT deadline only moves
- * later); an item popped before its entry is due is queued again at the due time (the timer was
- * refreshed), so an entry has as many items as pushes (no per-entry bookkeeping: the entry stays
- * 80 bytes); items of entries no longer timed are skipped, and an entry is reported once, at
- * the first of its items that finds it due. */
+ * Each timed entry has one live item in the heap, at `queued[idx]`, at or before that time: it is
+ * pushed when the entry is timed, and again whenever a packet moves its expiry before it (a NAT
+ * deadline only moves later); the item popped at queued[idx] before the entry is due is queued
+ * again at the due time (the timer was refreshed). Other items of an entry (their time is not
+ * queued[idx]) and items of entries no longer timed are stale: dropped when they reach the top.
+ * So a connection whose timer moves later and earlier again costs one heap item per move before
+ * its earliest item, not one per move. */
 
 static inline double hp_flow_timer_due(const hp_flow_table *t, const hp_conn *c)
 {
@@ -536,7 +540,7 @@ static inline int hp_flow_timer_room(hp_flow_table *t)
 /* The heap is 4-ary (children of i: 4i + 1 .. 4i + 4, 48 bytes, mostly one cache line): half the
  * levels of a binary heap, fewer cache misses per pop on a heap larger than the cache. */
 
-/* Queue a timer of entry idx at `when` (room checked by the caller). */
+/* Push an item of entry idx at `when` (room checked by the caller). */
 static inline void hp_flow_timer_push(hp_flow_table *t, uint32_t idx, double when)
 {
     uint32_t i = t->ntimers++, parent;
@@ -570,6 +574,23 @@ static inline hp_timer hp_flow_timer_pop(hp_flow_table *t)
     return top;
 }
 
+/* queued[] covering every entry the table has allocated: 0, or -1 when out of memory. */
+static inline int hp_flow_queued_room(hp_flow_table *t)
+{
+    void *queued = t->queued;
+    int r = hp_grow_zeroed(&queued, &t->cap_queued, t->cap_conns, 64, sizeof(double));
+    t->queued = (double *)queued;
+    return r;
+}
+
+/* Push entry idx's live item at `when` (room for the item checked by the caller; queued[] covers
+ * every timed entry). */
+static inline void hp_flow_timer_queue(hp_flow_table *t, uint32_t idx, double when)
+{
+    hp_flow_timer_push(t, idx, when);
+    t->queued[idx] = when;
+}
+
 /* Make entry idx timed (its timer queued) or not. 0, or -1 when out of memory. */
 static inline int hp_flow_set_timed(hp_flow_table *t, uint32_t idx, int timed)
 {
@@ -578,37 +599,57 @@ static inline int hp_flow_set_timed(hp_flow_table *t, uint32_t idx, int timed)
         c->bits &= (uint8_t)~HP_C_TIMED;
         return 0;
     }
-    if (hp_flow_timer_room(t) != 0)
+    if (hp_flow_queued_room(t) != 0 || hp_flow_timer_room(t) != 0)
         return -1;
     c->bits |= HP_C_TIMED;
-    hp_flow_timer_push(t, idx, hp_flow_timer_due(t, c));
+    hp_flow_timer_queue(t, idx, hp_flow_timer_due(t, c));
     return 0;
 }
 
-/* The next timed entry due by `now`, in due-time order: its index, and in *expired whether its
- * connection's timer ran out (else its NAT mapping went idle first: the conntrack timer fires
- * first when both are due at the same time). It is no longer timed. -1 when none is due, -2 when
- * out of memory. */
-static inline int64_t hp_flow_next_due(hp_flow_table *t, double now, int *expired)
+/* The timed entry at the top of the heap when it is due by `now` (left there), or -1: stale
+ * items on the way are dropped, and a live one whose entry is not due yet is queued again at
+ * its due time (the pop makes room for it). */
+static inline int64_t hp_flow_due_top(hp_flow_table *t, double now)
 {
     while (t->ntimers && t->timers[0].when <= now) {
-        hp_timer top = hp_flow_timer_pop(t);
+        hp_timer top = t->timers[0];
         hp_conn *c = &t->conns[top.idx];
         double due;
-        if (!c->proto || !(c->bits & HP_C_TIMED))
-            continue; /* released, or no longer timed */
-        due = hp_flow_timer_due(t, c);
-        if (due > now) { /* refreshed since it was queued */
-            if (hp_flow_timer_room(t) != 0)
-                return -2;
-            hp_flow_timer_push(t, top.idx, due);
+        if (!c->proto || !(c->bits & HP_C_TIMED) || top.when != t->queued[top.idx]) {
+            hp_flow_timer_pop(t); /* released, no longer timed, or not its live item */
             continue;
         }
-        *expired = c->expires <= ((c->bits & HP_C_NAT) ? c->last_seen + t->nat_idle : INFINITY);
-        c->bits &= (uint8_t)~HP_C_TIMED;
+        due = hp_flow_timer_due(t, c);
+        if (due > now) { /* refreshed since it was queued */
+            hp_flow_timer_pop(t);
+            hp_flow_timer_queue(t, top.idx, due);
+            continue;
+        }
         return top.idx;
     }
     return -1;
+}
+
+/* Whether timed entry c, due, expired (else its NAT mapping went idle first: the conntrack timer
+ * fires first when both are due at the same time). */
+static inline int hp_flow_timer_expired(const hp_flow_table *t, const hp_conn *c)
+{
+    return c->expires <= ((c->bits & HP_C_NAT) ? c->last_seen + t->nat_idle : INFINITY);
+}
+
+/* The next timed entry due by `now`, in due-time order: its index, and in *expired whether its
+ * connection's timer ran out (hp_flow_timer_expired). It is no longer timed. -1 when none is due. */
+static inline int64_t hp_flow_next_due(hp_flow_table *t, double now, int *expired)
+{
+    int64_t idx = hp_flow_due_top(t, now);
+    hp_conn *c;
+    if (idx < 0)
+        return -1;
+    hp_flow_timer_pop(t);
+    c = &t->conns[idx];
+    *expired = hp_flow_timer_expired(t, c);
+    c->bits &= (uint8_t)~HP_C_TIMED;
+    return idx;
 }
 
 /* Room for one more event; 0, or -1 when out of memory. */
@@ -957,7 +998,7 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
             }
         if (hp_flow_mark_dirty(t, idx) != 0) { *why = HP_STOP_SPACE; return i; }
         if ((kflags & HP_K_FIRST) && hp_flow_event_room(t) != 0) { *why = HP_STOP_SPACE; return i; }
-        if ((c->bits & HP_C_TIMED) && new_exp < c->expires && hp_flow_timer_room(t) != 0) {
+        if ((c->bits & HP_C_TIMED) && new_exp < t->queued[idx] && hp_flow_timer_room(t) != 0) {
             *why = HP_STOP_SPACE; return i;
         }
         /* commit */
@@ -972,9 +1013,10 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
         }
         c->state = new_state;
         if (new_exp < c->expires) { /* moved earlier (a NAT deadline only moves later) */
-            if (c->bits & HP_C_TIMED)
-                hp_flow_timer_push(t, idx, new_exp);
-            else { /* the caller's timer for it may now be late: fold before it moves its clock past new_exp */
+            if (c->bits & HP_C_TIMED) {
+                if (new_exp < t->queued[idx])
+                    hp_flow_timer_queue(t, idx, new_exp);
+            } else { /* the caller's timer for it may now be late: fold before it moves its clock past new_exp */
                 t->earlier++;
                 if (new_exp < t->earlier_min)
                     t->earlier_min = new_exp;

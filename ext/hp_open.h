@@ -296,25 +296,14 @@ static inline uint32_t hp_open_release(hp_opener *op, hp_flow_table *t, uint32_t
  * refreshed ones queued again at their due time, as hp_flow_next_due does. */
 static inline int hp_open_expire(hp_opener *op, hp_flow_table *t, double ts)
 {
-    while (t->ntimers && t->timers[0].when <= ts) {
-        uint32_t idx = t->timers[0].idx;
+    int64_t idx;
+    while ((idx = hp_flow_due_top(t, ts)) >= 0) {
         hp_conn *c = &t->conns[idx];
-        double due;
-        if (!c->proto || !(c->bits & HP_C_TIMED)) {
-            hp_flow_timer_pop(t);
-            continue;
-        }
-        due = hp_flow_timer_due(t, c);
-        if (due > ts) {
-            hp_flow_timer_pop(t);
-            hp_flow_timer_push(t, idx, due); /* the pop made room */
-            continue;
-        }
-        if (!hp_open_is_c(op, idx) || !(c->expires <= ((c->bits & HP_C_NAT) ? c->last_seen + t->nat_idle : INFINITY)))
+        if (!hp_open_is_c(op, (uint32_t)idx) || !hp_flow_timer_expired(t, c))
             return 1;
         hp_flow_timer_pop(t);
         c->bits &= (uint8_t)~HP_C_TIMED;
-        hp_open_release(op, t, idx, 1);
+        hp_open_release(op, t, (uint32_t)idx, 1);
     }
     return 0;
 }
@@ -398,7 +387,7 @@ static inline int hp_open_try(void *ctx, hp_flow_table *t, const hp_pkt *p, doub
         HP_DECLINE(HP_DECLINE_PORTS);
     /* room first: nothing below may fail but the flow-log table and the pools, out of memory */
     if (hp_flow_entry_room(t) != 0 || ((t->used + 2) * 4 > (t->mask + 1) * 3 && hp_flow_rehash(t, (t->mask + 1) * 2) != 0)
-        || hp_open_side_room(op, t) != 0 || hp_flow_timer_room(t) != 0)
+        || hp_open_side_room(op, t) != 0 || hp_flow_timer_room(t) != 0 || hp_flow_queued_room(t) != 0)
         HP_DECLINE(HP_DECLINE_OTHER);
     /* --- the open (Opener.open) */
     port = hp_ports_allocate_v4(tm->pool, p->proto, src, p->sport, dst, p->dport);
@@ -449,7 +438,7 @@ static inline int hp_open_try(void *ctx, hp_flow_table *t, const hp_pkt *p, doub
     c->kind[HP_KIND_OUT] = HP_K_KEY | HP_K_LEARNED | tm->kflags;
     c->kind[HP_KIND_REPLY] = HP_K_KEY | HP_K_LEARNED | tm->kflags | HP_K_FIRST;
     c->bits |= HP_C_TIMED;
-    hp_flow_timer_push(t, (uint32_t)idx, hp_flow_timer_due(t, c));
+    hp_flow_timer_queue(t, (uint32_t)idx, hp_flow_timer_due(t, c));
     op->live++;
     if (op->base + op->live > op->peak)
         op->peak = op->base + op->live;
