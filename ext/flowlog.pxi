@@ -384,11 +384,23 @@ cdef class FlowLogRows:
 
     @property
     def windows(self):
-        return [self._rows[i].window for i in range(self._n)]
+        """Each row's window start (seconds), as an int64 array."""
+        cdef uint32_t i
+        out = _np.empty(self._n, _np.int64)
+        cdef int64_t[::1] v = out
+        for i in range(self._n):
+            v[i] = self._rows[i].window
+        return out
 
     @property
     def starts(self):
-        return [self._rows[i].start for i in range(self._n)]
+        """Each row's start second, as an int64 array."""
+        cdef uint32_t i
+        out = _np.empty(self._n, _np.int64)
+        cdef int64_t[::1] v = out
+        for i in range(self._n):
+            v[i] = self._rows[i].start
+        return out
 
     def records(self, account_id):
         """The rows as FlowRecord objects."""

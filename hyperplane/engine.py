@@ -504,7 +504,7 @@ class Engine:
     def flow_log_lines(self, before: Optional[float] = None, joined: bool = False) -> tuple:
         """Flush the flow-log records (all, or those whose window ended by ``before``) as
         ``(lines, windows, starts)``: lines of the engine's format, each record's window and start
-        second, in flush order: what a file writer needs, without record objects (the replay
+        second (int64 arrays), in flush order: what a file writer needs, without record objects (the replay
         writes its flow logs with it). ``joined``: the lines as one bytes, each ending in a
         newline (``FlowLogWriter.write_bytes``)."""
         return self._impl.flow_log_lines(before, joined)

@@ -26,6 +26,8 @@ is part of the aggregation key. They are written as text.
 """
 from __future__ import annotations
 
+import numpy as np
+
 import gzip
 import hashlib
 import io
@@ -290,11 +292,14 @@ class FlowLogAggregator:
 
     def flush_lines(self, before: float | None = None, joined: bool = False):
         """:meth:`flush`, as ``(lines, windows, starts)``: the lines of this aggregator's format
-        with each record's window and start (what a writer needs; the core backend's aggregator
-        makes them without records). ``joined``: the lines as one bytes, each ending in a newline."""
+        with each record's window and start as int64 arrays (what a writer needs; the core
+        backend's aggregator makes them without records). ``joined``: the lines as one bytes, each
+        ending in a newline."""
         records = self.flush(before)
         lines = format_records(records, self.fields)
-        return joined_lines(lines) if joined else lines, [r.window for r in records], [r.start for r in records]
+        windows = np.fromiter((r.window for r in records), np.int64, len(records))
+        starts = np.fromiter((r.start for r in records), np.int64, len(records))
+        return joined_lines(lines) if joined else lines, windows, starts
 
 
 def _window_of(record: FlowRecord) -> int:

@@ -359,7 +359,7 @@ class _KeyedFlowLogs:
         self.fh = open(_flow_part(folder, worker), "w")
 
     def write(self, lines, windows, starts) -> None:
-        keys = [(w, s, self.arrived + i) for i, (w, s) in enumerate(zip(windows, starts))]
+        keys = [(w, s, self.arrived + i) for i, (w, s) in enumerate(zip(windows.tolist(), starts.tolist()))]
         self.arrived += len(keys)
         self.fh.writelines(f"{w}\t{s}\t{k}\t{line}\n" for (w, s, k), line in sorted(zip(keys, lines)))
 

@@ -166,6 +166,7 @@ def test_flow_log_lines_are_the_records_formatted(backend, fields):
     lines, windows, starts = plain.flow_log_lines(T0 + 120)
     rest = plain.flow_log_lines()
     assert lines + rest[0] == [r.format(fields_used) for r in records] and len(lines) == 3 * 4  # 3 flows by T0 + 120
-    assert (windows + rest[1], starts + rest[2]) == ([r.window for r in records], [r.start for r in records])
+    assert (windows.tolist() + rest[1].tolist(), starts.tolist() + rest[2].tolist()) == \
+        ([r.window for r in records], [r.start for r in records])
     data = joined.flow_log_lines(T0 + 120, joined=True)[0] + joined.flow_log_lines(joined=True)[0]
     assert data.decode().splitlines() == [r.format(fields_used) for r in records]

@@ -45,7 +45,7 @@ def _same(rows, records) -> None:
         [(r.window, r.start, r.end, r.tcp_flags, r.extra) for r in records]
     assert rows.lines_v2(ACCOUNT) == _v2_lines(records)
     assert rows.bytes_v2(ACCOUNT) == "".join(line + "\n" for line in _v2_lines(records)).encode()
-    assert (rows.windows, rows.starts) == ([r.window for r in records], [r.start for r in records])
+    assert (rows.windows.tolist(), rows.starts.tolist()) == ([r.window for r in records], [r.start for r in records])
 
 
 @settings(max_examples=150, deadline=None)
