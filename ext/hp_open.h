@@ -115,6 +115,7 @@ typedef struct hp_opener {
     int64_t peak;              /* the conntrack table's peak */
     uint64_t opened, released; /* since the caller last read them */
     uint64_t declined[8];      /* by HP_DECLINE_* reason, since the caller last read them */
+    int last_decline;          /* the reason of the last decline (the packet a miss stop is at) */
     int enabled;
     int error;                 /* out of memory inside the loop: the caller raises */
 } hp_opener;
@@ -340,7 +341,7 @@ enum {
     HP_DECLINE_COUNT
 };
 
-#define HP_DECLINE(why) do { op->declined[why]++; return 0; } while (0)
+#define HP_DECLINE(why) do { op->declined[why]++; op->last_decline = why; return 0; } while (0)
 
 static inline int hp_open_try(void *ctx, hp_flow_table *t, const hp_pkt *p, double ts)
 {

@@ -60,6 +60,7 @@ cdef extern from "hp_open.h" nogil:
         int64_t base, live, peak
         uint64_t opened, released
         uint64_t declined[8]
+        int last_decline
         int enabled
         int error
     int HP_OPEN_RECS, HP_OPEN_ENIS, HP_OPEN_NONE
@@ -292,6 +293,12 @@ cdef class Opens:
         if hp_flow_find(&self.ft._t, <uint32_t>p.src_lo, <uint32_t>p.dst_lo, p.sport, p.dport, p.proto) >= 0:
             return False
         return bool(hp_open_try(&self._op, &self.ft._t, &p, ts))
+
+    @property
+    def last_decline(self):
+        """Why the open hook declined last (a name of ``OPEN_DECLINES``): the packet a ``miss``
+        stop of the fast loop is at."""
+        return OPEN_DECLINES[self._op.last_decline]
 
     def declines(self):
         """Why the open hook declined since the last call, by reason (see ``OPEN_DECLINES``); resets."""

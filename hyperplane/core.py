@@ -320,8 +320,10 @@ class CoreEngine:
         self._templates: dict = {}
         self._eni_slots: dict = {}
         self._armed_plans = None
+        self._armed_control = None  # the control plane's generation they were armed under
         self._arm_epoch = 0  # counts disarms (core_open.Opener.armed holds the epoch of each arming)
         self.open_in_loop = True  # False: planned opens are made in Python only (tests compare both)
+        self._advanced = None  # the time of the last miss the slow path's clock was moved to for the loop
 
     # --- the reference's attributes ---------------------------------------------------------
     @property
@@ -401,6 +403,13 @@ class CoreEngine:
         the fast loop forwards it next. Else the slow path runs: its result."""
         clock = self._clock
         t0 = perf_counter()
+        if why == "miss" and self._templates and ts != self._advanced and self.opens.last_decline == "time":
+            # the loop's open waits for a timer of the slow path: fire it and let the loop open
+            # the connection (once: a control-plane timer needs the slow path's open)
+            self._advanced = ts
+            self._advance_to(ts)
+            clock[3] += perf_counter() - t0
+            return None
         if why == "miss" and self._opener.open(self, frame, ts, linktype):
             clock[3] += perf_counter() - t0
             return None
@@ -408,6 +417,15 @@ class CoreEngine:
         clock[1] += perf_counter() - t0
         clock[2] += 1
         return result
+
+    def _advance_to(self, ts: float) -> None:
+        """Move the slow path's clock to ``ts`` as a planned open would first: the timed
+        connections due and the fast path's changes before its own timers."""
+        dp = self.dp
+        self._expire_timed(ts)
+        self._sync()
+        if dp._now is not None and ts > dp._now:
+            dp._advance(ts)
 
     def _slow_path(self, frame: bytes, ts: float, linktype: int) -> Result:
         dp = self.dp
@@ -418,6 +436,7 @@ class CoreEngine:
         calls: list = []
         dp.flowlog.calls = calls
         self._touched = []
+        opened = dp.connections_opened
         try:
             result = dp.process(frame, ts, linktype)
         finally:
@@ -427,6 +446,8 @@ class CoreEngine:
         if result.verdict == Verdict.FORWARDED and not result.emitted:
             self._learn(frame, ts, result, calls)
         self._block_untaught(ts)
+        if dp.connections_opened != opened and result.verdict == Verdict.FORWARDED:
+            self._opener.arm_after_open(self, dp.last_parsed, ts)  # its next ones open in the loop
         return result
 
     def _block_untaught(self, ts: float) -> None:
@@ -749,14 +770,21 @@ class CoreEngine:
     def opens_arm(self, *args):
         """``Opens.arm`` (core_open.Opener._arm) under the slow path's current plans: every
         template armed under older ones is disarmed first."""
-        if self.dp._plans is not self._armed_plans or self.opens.templates >= _core.OPEN_TEMPLATES_MAX:
+        if self._armed_facts_changed() or self.opens.templates >= _core.OPEN_TEMPLATES_MAX:
             self._disarm()
         return self.opens.arm(*args)
+
+    def _armed_facts_changed(self) -> bool:
+        """The templates were armed under other plans of the slow path (a configuration change, a
+        new ENI) or another state of the control plane's functions and ENIs."""
+        dp = self.dp
+        return dp._plans is not self._armed_plans or dp.control.generation != self._armed_control
 
     def _disarm(self) -> None:
         self.opens.disarm_all()
         self._arm_epoch += 1
         self._armed_plans = self.dp._plans
+        self._armed_control = self.dp.control.generation
         if not self.opens.templates:
             self._templates.clear()
 
@@ -773,9 +801,9 @@ class CoreEngine:
     def _push(self) -> bool:
         """Before a run: the facts the templates rely on (the slow path's next timer and the
         control plane's, the clocks, the ENI slot counts, the conntrack count and peak). False
-        when no template is left (the plans they came from were dropped)."""
+        when no template is left (the facts they came from changed: ``_armed_facts_changed``)."""
         dp = self.dp
-        if dp._plans is not self._armed_plans:
+        if self._armed_facts_changed():
             self._disarm()
             if not self.opens.live:
                 return False

@@ -197,26 +197,11 @@ class Opener:
         if initial is None:
             return False
         function, pinned = sandbox
+        planned = self._planned(proto, src, dst, dport, function, pinned, ts)
+        if planned is None:
+            return False
         control = dp.control
-        fn = control.function(function)
-        if not fn.in_vpc:
-            return False
-        egress = dp._egress.get((fn.security_group_ids, 4, proto, dst, dport))
-        if egress is None or egress[1] or egress[2] is None:
-            return False
-        groups = egress[0]
-        subnet_id = control.subnet_for(function, src, pinned)
-        eni = control.usable_eni(function, subnet_id, ts, partial(dp._port_free, proto, dst, dport))
-        if eni is None or eni.id not in dp._known_enis:
-            return False
-        key = (eni.id, groups, 4, proto, dst, dport)
-        plan = dp._plans.get(key)
-        if plan is None:
-            return False
-        got = self.compiled.get(key)
-        done = got[1] if got is not None and got[0] is plan else self._compile(key, plan, eni)
-        if done is None:
-            return False
+        subnet_id, eni, plan, done = planned
         _, eni_ip, out_points, nat, back_points, out_interned, back_interned = done
         nat_pool = plan[10]
         if nat is not None and not nat_pool.can_allocate(nat[2], nat[3], nat[4]):
@@ -247,6 +232,50 @@ class Opener:
         engine._teach_opened(conn, Opened(plan, subnet_id, pool, nat_addr, nat_port, out_points, back_points, dp.gen,
                                           back_interned), records, ts)
         return True
+
+    def _planned(self, proto, src, dst, dport, function, pinned, ts) -> Optional[tuple]:
+        """What a planned open from ``src`` (a sandbox of ``function``) to ``dst``:``dport`` at
+        ``ts`` would use, as ``(subnet id, ENI, plan, compiled plan)``, or None when it would
+        decline: the function is not in a VPC, its egress is not decided and allowed yet, no ENI
+        slot is usable, the destination is not planned from that ENI, or the plan keeps a check."""
+        dp = self.dp
+        control = dp.control
+        fn = control.function(function)
+        if not fn.in_vpc:
+            return None
+        egress = dp._egress.get((fn.security_group_ids, 4, proto, dst, dport))
+        if egress is None or egress[1] or egress[2] is None:
+            return None
+        subnet_id = control.subnet_for(function, src, pinned)
+        eni = control.usable_eni(function, subnet_id, ts, partial(dp._port_free, proto, dst, dport))
+        if eni is None or eni.id not in dp._known_enis:
+            return None
+        key = (eni.id, egress[0], 4, proto, dst, dport)
+        plan = dp._plans.get(key)
+        if plan is None:
+            return None
+        got = self.compiled.get(key)
+        done = got[1] if got is not None and got[0] is plan else self._compile(key, plan, eni)
+        return None if done is None else (subnet_id, eni, plan, done)
+
+    def arm_after_open(self, engine, parsed, ts: float) -> None:
+        """The slow path just opened the connection of ``parsed`` (its first packet) at ``ts``:
+        arm the template its destination's next first packets will open from in the fast loop,
+        when a planned open would make them."""
+        dp = self.dp
+        if (not engine.open_in_loop or dp.table.max_connections is not None or not parsed.ok or parsed.version != 4
+                or parsed.fragment or parsed.l4 < 0 or (parsed.proto != PROTO_TCP and parsed.proto != PROTO_UDP)):
+            return
+        sandboxes = dp._sandboxes[4]
+        sandbox = sandboxes.lookup(parsed.src)
+        if sandbox is None or sandboxes.lookup(parsed.dst) is not None:
+            return
+        function, pinned = sandbox
+        planned = self._planned(parsed.proto, parsed.src, parsed.dst, parsed.dport, function, pinned, ts)
+        if planned is not None:
+            subnet_id, eni, _, done = planned
+            self._arm(engine, parsed.proto, parsed.src, parsed.dst, parsed.dport, sandboxes, function, pinned,
+                      subnet_id, eni, done)
 
     def _arm(self, engine, proto, src, dst, dport, sandboxes, function, pinned, subnet_id, eni, done) -> bool:
         """Arm the template for first packets like this one (same protocol, destination, sandbox

@@ -769,6 +769,12 @@ class ControlPlane:
             return 0
         return len(subnets)
 
+    @property
+    def generation(self) -> int:
+        """Counts the changes of the functions' and ENIs' states (every event, every state or
+        update change): what a caller that keeps :meth:`usable_eni`'s answers must watch."""
+        return self._generation
+
     def next_timer(self) -> float:
         """The time of the next control-plane timer (``inf`` when none)."""
         return self._timers[0][0] if self._timers else float("inf")

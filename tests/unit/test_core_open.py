@@ -216,7 +216,8 @@ _SESSION = ((True, 0x02), (False, 0x12), (True, 0x10), (True, 0x18), (False, 0x1
             (True, 0x10))
 _events = st.lists(st.one_of(
     st.tuples(st.just("flow"), st.integers(0, 11), st.integers(0, 2), st.booleans(), st.integers(1, len(_SESSION))),
-    st.tuples(st.just("wait"), st.sampled_from((0.5, 31.0, 61.0, 125.0, 351.0, 700.0)), st.just(0), st.just(False),
+    st.tuples(st.just("wait"), st.sampled_from((0.5, 31.0, 61.0, 125.0, 351.0, 700.0, 30 * 86400.0)), st.just(0),
+              st.just(False),
               st.just(0)),
 ), min_size=1, max_size=30)
 
@@ -231,9 +232,10 @@ _events = st.lists(st.one_of(
 def test_planned_opens_and_their_timers_agree_with_the_reference(events, in_loop):
     """Many sandboxes to a few destinations (so most connections are planned opens), TCP and
     UDP, with waits long enough for connections to expire and NAT mappings to go idle while the
-    slow path has not adopted them: every packet, tap, emitted packet, flow-log record, counter
-    and connection is the reference's, whether the fast loop opens them from templates
-    (``in_loop``) or Python does."""
+    slow path has not adopted them, and for the function's idle reclaim (its ENIs deleted, the
+    function inactive: the templates must not open on them): every packet, tap, emitted packet,
+    flow-log record, counter and connection is the reference's, whether the fast loop opens them
+    from templates (``in_loop``) or Python does."""
     packets, t = [], T0
     for kind, a, b, udp, steps in events:
         if kind == "wait":
@@ -296,16 +298,19 @@ def test_explain_sees_the_unadopted_connections():
 
 
 def test_the_fast_loop_opens_planned_connections_from_templates():
-    """After one planned open to a destination, the next first packets to it from the same
-    sandbox and subnet are opened inside the fast loop (a template, ext/hp_open.h): one slow-path
-    packet, one open decided in Python, the rest never leave the loop; everything else is the
-    reference's, through expiry (TIME_WAIT, 120 s) and adoption."""
+    """After the slow path opened a destination's first connection, the next first packets to
+    it from the same sandbox and subnet are opened inside the fast loop (a template,
+    ext/hp_open.h): one slow-path packet per destination, the rest never leave the loop but for a
+    timer or a first reply Python must see first; everything else is the reference's, through
+    expiry (TIME_WAIT, 120 s) and adoption."""
     first = [p for k in range(40) for p in _exchange(ORDERS + k, DB, 40000 + k, T0 + k * 0.5)]
     later = [p for k in range(40) for p in _exchange(ORDERS + k, WEB, 42000 + k, T0 + 300 + k * 0.5)]
     before, after, seen = _compare(first + later)
     assert before["slow_packets"] == 2 and before["opened"] == 78
-    assert before["opened_in_loop"] == 78  # the first of each destination's planned opens armed its template
-    assert before["stops"]["miss"] == 4  # each destination's first two connections
+    assert before["opened_in_loop"] == 78  # the slow path's open armed each destination's template
+    declines = before["open_declines"]  # the fast loop stopped for Python only a few times:
+    assert declines.get("no-template", 0) + declines.get("other", 0) == 2  # each destination's first
+    assert before["stops"]["miss"] == sum(declines.values()) <= 6  # and a timer or first reply due
     # the first 40 expired and left the table (39 of them released in C); the slow path owns its own
     assert before["timed"] == 39 and before["entries"] == 40
     assert after["timed"] == 0
