@@ -61,6 +61,12 @@ cdef extern from "hp_flowlog.h" nogil:
 _FLOWLOG_ACTIONS = ("ACCEPT", "REJECT")
 
 
+def _flowlog_weakset():
+    import weakref
+
+    return weakref.WeakSet()
+
+
 cdef class FlowLogPoints:
     """Log points interned by one :class:`FlowLogTable` (``FlowLogTable.points``): what
     ``record_points`` needs to make the ACCEPT records of a packet at each of them for a
@@ -70,6 +76,7 @@ cdef class FlowLogPoints:
     cdef uint8_t *modes  # per point: 1 sport is the ENI port, 2 the NAT port; 4 / 8 the same for dport
     cdef readonly Py_ssize_t count
     cdef object table
+    cdef object __weakref__  # the table tracks its live points (their address ids follow its compaction)
 
     def __dealloc__(self):
         free(self.keys)
@@ -90,6 +97,7 @@ cdef class FlowLogTable:
     cdef list _iface_text, _addr_text, _addr_key, _extra_obj
     cdef object _aws  # tcp flags byte -> AWS tcp-flags bits (a bytes of 256)
     cdef frozenset _extra_fields
+    cdef object _points  # the live FlowLogPoints interned here (a WeakSet)
 
     def __cinit__(self, int64_t interval, aws_flags, extra_fields):
         if interval <= 0:
@@ -100,6 +108,7 @@ cdef class FlowLogTable:
         self._iface_id, self._addr_id, self._extra_id, self._extra_content = {}, {}, {}, {}
         self._iface_text, self._addr_text, self._addr_key = [], [], []
         self._extra_obj = [None]
+        self._points = _flowlog_weakset()
         self._aws = bytes(aws_flags)
         self._extra_fields = frozenset(extra_fields)
         if len(self._aws) != 256:
@@ -196,6 +205,7 @@ cdef class FlowLogTable:
         cdef hp_rec *key
         cdef uint8_t mode
         out.table = self
+        self._points.add(out)
         out.keys = <hp_rec *>malloc(sizeof(hp_rec) * (n if n else 1))
         out.modes = <uint8_t *>malloc(n if n else 1)
         if out.keys == NULL or out.modes == NULL:
@@ -328,10 +338,13 @@ cdef class FlowLogTable:
         return rows
 
     cdef void _compact(self):
-        # Addresses no live record refers to are forgotten (a long capture to ever new addresses
-        # must not grow the tables); the live records' ids are renumbered.
+        # Addresses no live record and no live interned points refer to are forgotten (a long
+        # capture to ever new addresses must not grow the tables); the ids of the records and
+        # points are renumbered (the points' arrays in place: the core's templates point at them).
         cdef uint32_t i
+        cdef Py_ssize_t j
         cdef hp_rec *r
+        cdef FlowLogPoints points
         new_id = {}
         texts, keys = [], []
         old_text, old_key = self._addr_text, self._addr_key
@@ -346,6 +359,16 @@ cdef class FlowLogTable:
                     keys.append(old_key[old])
             r.src = new_id[r.src]
             r.dst = new_id[r.dst]
+        for points in list(self._points):
+            for j in range(points.count):
+                r = &points.keys[j]
+                for old in (r.src, r.dst):
+                    if old not in new_id:
+                        new_id[old] = len(texts)
+                        texts.append(old_text[old])
+                        keys.append(old_key[old])
+                r.src = new_id[r.src]
+                r.dst = new_id[r.dst]
         self._addr_text, self._addr_key = texts, keys
         self._addr_id = {key: k for k, key in enumerate(keys)}
         hp_fl_reindex(&self._t, self._t.icap)  # the hashes changed with the ids

@@ -136,3 +136,18 @@ def test_points_belong_to_the_table_that_interned_them():
     points = _table(60).points([("eni-0a", "10.0.1.4", "10.0.3.10", -1, 5432, None)], -1)
     with pytest.raises(ValueError):
         _table(60).record_points(points, 6, 40000, 0, 1_793_610_000.0)
+
+
+def test_interned_points_outlive_the_forgetting_of_addresses():
+    """Points interned before a flush that forgets the addresses of flushed records (a long
+    capture to ever new addresses) still make records with their own addresses: the forgetting
+    keeps and renumbers the addresses interned points use."""
+    table = _table(60)
+    points = table.points([("eni-0a", "10.0.2.4", "203.0.113.77", -1, 443, None)], -1)
+    for k in range(20_000):
+        table.add_all((("eni-0a", "10.0.1.4", f"198.51.{k // 250}.{k % 250}", 1024, 443, "ACCEPT", None),), 6, 40,
+                      1000.0 + k / 1000)
+    assert len(table.flush()) == 20_000 and table.address_count < 10  # forgotten
+    (rid,) = table.record_points(points, 6, 40000, 0, 2000.0)
+    got = table.get(rid)
+    assert (got["srcaddr"], got["dstaddr"], got["srcport"]) == ("10.0.2.4", "203.0.113.77", 40000)
