@@ -82,11 +82,14 @@ static void hp_fl_free(hp_fl *t) {
     memset(t, 0, sizeof *t);
 }
 
-static void hp_fl_place(hp_fl *t, uint32_t id) {
-    uint64_t h = hp_fl_hash(&t->recs[id]);
+static void hp_fl_place_h(hp_fl *t, uint32_t id, uint64_t h) {
     uint32_t mask = t->icap - 1, s = (uint32_t)h & mask;
     while (t->index[s]) s = (s + 1) & mask;
     t->index[s] = (h & 0xFFFFFFFF00000000ull) | (id + 1);
+}
+
+static void hp_fl_place(hp_fl *t, uint32_t id) {
+    hp_fl_place_h(t, id, hp_fl_hash(&t->recs[id]));
 }
 
 /* Rebuild the index at capacity `icap` (a power of two above twice the live records). */
@@ -97,8 +100,21 @@ static int hp_fl_reindex(hp_fl *t, uint32_t icap) {
     free(t->index);
     t->index = index;
     t->icap = icap;
-    for (i = 0; i < t->top; i++)
-        if (t->recs[i].live) hp_fl_place(t, i);
+    /* in blocks: the slots of a block's records are prefetched before any is written (an index
+     * larger than the cache costs a miss per record; this way the misses overlap) */
+    for (i = 0; i < t->top; i += 16) {
+        uint64_t h[16];
+        uint32_t j, n = t->top - i < 16 ? t->top - i : 16;
+        for (j = 0; j < n; j++) {
+            if (!t->recs[i + j].live) continue;
+            h[j] = hp_fl_hash(&t->recs[i + j]);
+#if defined(__GNUC__)
+            __builtin_prefetch(&index[(uint32_t)h[j] & (icap - 1)], 1);
+#endif
+        }
+        for (j = 0; j < n; j++)
+            if (t->recs[i + j].live) hp_fl_place_h(t, i + j, h[j]);
+    }
     return 0;
 }
 

@@ -3,6 +3,7 @@
 # Opens is bound to one FlowTable (whose open hook it becomes) and to the FlowLogTable its
 # records go to. The engine arms a template after each planned open it made in Python
 # (hyperplane/core_open.py); later first packets the template matches are opened in the loop.
+cimport cython
 from libc.stdlib cimport calloc, realloc
 from libc.string cimport memset
 
@@ -80,6 +81,7 @@ OPEN_DECLINES = ("no-template", "time", "state", "event", "due", "eni", "ports",
 OPEN_TEMPLATES_MAX = 65536
 
 
+@cython.no_gc_clear  # __dealloc__ unhooks the table it holds, which a cycle collection must not clear first
 cdef class Opens:
     """The templates of planned opens the fast loop makes itself (see hp_open.h), the ENI slot
     counts they take slots from, and the side records of the connections they opened (C-opened:
