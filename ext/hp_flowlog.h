@@ -247,12 +247,30 @@ static int hp_fl_flush(hp_fl *t, double before, int all, int64_t interval, hp_re
 }
 
 /* Decimal digits of v at p; returns the end. */
+/* "00" .. "99": two digits a step */
+static const char hp_fl_pairs[201] =
+    "0001020304050607080910111213141516171819"
+    "2021222324252627282930313233343536373839"
+    "4041424344454647484950515253545556575859"
+    "6061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 static inline char *hp_fl_u64(char *p, uint64_t v) {
-    char tmp[20];
-    int n = 0;
-    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
-    while (n) *p++ = tmp[--n];
-    return p;
+    char tmp[20], *end = tmp + 20, *q = end;
+    while (v >= 100) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        q -= 2;
+        memcpy(q, &hp_fl_pairs[2 * r], 2);
+    }
+    if (v >= 10) {
+        q -= 2;
+        memcpy(q, &hp_fl_pairs[2 * v], 2);
+    } else {
+        *--q = (char)('0' + v);
+    }
+    memcpy(p, q, (size_t)(end - q));
+    return p + (end - q);
 }
 
 static inline char *hp_fl_i64(char *p, int64_t v) {
