@@ -8,8 +8,9 @@
  * Records live in one array (`recs`); a record's index is its id, stable for its life (the core's
  * connection entries hold the ids of the records they count into). Flushed records leave free
  * slots, reused by later records (a free list through `next_free`). `index` is an open-addressing
- * hash table (linear probing, at most half full) of id + 1 (0: empty), rebuilt after a flush
- * removed records and when it grows. `seq` numbers records in creation order: a flush returns
+ * hash table (linear probing, at most half full) of id + 1 (0: empty) beside the high half of the
+ * record's hash (a probe reads only the records whose hash matches), rebuilt after a flush removed
+ * records and when it grows. `seq` numbers records in creation order: a flush returns
  * its records by window, then by creation, as the Python aggregator does.
  */
 #ifndef HP_FLOWLOG_H

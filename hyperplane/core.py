@@ -66,11 +66,15 @@ VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the referen
   entry (``ConnTable.listener``).
 
 Memory: the C side costs 80 bytes per entry plus 8-byte index slots (at most 3 per connection,
-at most 3/4 full), grown by doubling, 16 bytes per queued timer of a timed entry (one, plus one
-per packet that moved its expiry earlier), and 80 bytes per flow-log record plus 4-byte index
-slots (at most half full); the Python side keeps a ``Conn`` per connection (and the reference's
-``Path`` and conntrack entry once adopted).
-``core_stats()`` reports the tables' sizes, the timed connections and why the fast loop stopped.
+at most 3/4 full), grown by doubling; with timed entries 8 bytes more per entry (the time of its
+heap item) and 12 bytes per heap item (one per timed entry, plus stale ones until they reach the
+top); with planned opens a 96-byte side record per entry (C-opened connections: their records'
+ids and counted totals); 80 bytes per flow-log record plus 8-byte index slots (at most half
+full). The Python side keeps a ``Conn`` per connection the slow path or Python opened (and the
+reference's ``Path`` and conntrack entry once adopted); a C-opened connection has none until
+adopted.
+``core_stats()`` reports the tables' sizes, the timed connections, the templates, why the fast
+loop stopped and why its open hook declined.
 """
 from __future__ import annotations
 
