@@ -97,7 +97,8 @@ cdef extern from "hp_flow.h" nogil:
     int64_t hp_flow_head(int64_t l4, uint8_t proto)
     int hp_flow_parse4(const uint8_t *d, int64_t n, int32_t lt, hp_pkt *p)
     void hp_flow_gather(const uint8_t *tap, const uint8_t *src, int64_t n, const int64_t *off,
-                        const int64_t *srcoff, const int32_t *head, const int32_t *len, uint8_t *dst)
+                        const int64_t *srcoff, const int32_t *head, const int32_t *len, uint8_t *dst,
+                        const uint8_t *heads, int64_t width)
     int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, int64_t count, int *why)
     int hp_flow_set_timed(hp_flow_table *t, uint32_t idx, int timed)
     int64_t hp_flow_next_due(hp_flow_table *t, double now, int *expired)
@@ -735,9 +736,11 @@ def flow_parse4(data, int linktype=101):
     return (p.src_lo, p.dst_lo, p.proto, p.sport, p.dport, p.tcp_flags, p.l3, p.l4, p.ip_len)
 
 
-def flow_gather(tap, src, index, off, srcoff, head, length):
+def flow_gather(tap, src, index, off, srcoff, head, length, heads=None):
     """Join the rows of one tap (see FlowTable.run) into one uint8 array, packet after packet;
-    returns ``(array, offsets)``."""
+    returns ``(array, offsets)``. With ``heads`` (uint8, a row of bytes per packet: capture record
+    headers), each packet comes after its row, and the result is the bytes alone (a writer's
+    records, made without gathering the packets first)."""
     cdef const uint8_t[::1] tv = tap
     cdef const uint8_t[::1] sv = src
     cdef const int64_t[::1] ov = _np.ascontiguousarray(off, dtype=_np.int64)
@@ -745,10 +748,17 @@ def flow_gather(tap, src, index, off, srcoff, head, length):
     cdef const int32_t[::1] hv = _np.ascontiguousarray(head, dtype=_np.int32)
     lens = _np.ascontiguousarray(length, dtype=_np.int32)
     cdef const int32_t[::1] lv = lens
-    cdef int64_t n = lv.shape[0], r, total = 0
+    cdef int64_t n = lv.shape[0], r, total = 0, width = 0
     cdef uint8_t dummy = 0
+    cdef const uint8_t[:, ::1] hd
+    cdef uint8_t *w
     if ov.shape[0] != n or so.shape[0] != n or hv.shape[0] != n:
         raise ValueError("row arrays differ in length")
+    if heads is not None:
+        hd = heads
+        if hd.shape[0] != n:
+            raise ValueError(f"{hd.shape[0]} header rows for {n} packets")
+        width = hd.shape[1]
     offsets = _np.zeros(n, _np.int64)
     cdef int64_t[::1] offv = offsets
     for r in range(n):
@@ -757,10 +767,19 @@ def flow_gather(tap, src, index, off, srcoff, head, length):
             raise ValueError(f"row {r} lies outside its buffers")
         offv[r] = total
         total += lv[r]
-    out = _np.empty(total, _np.uint8)
-    cdef uint8_t[::1] dv = out
+    cdef uint8_t[::1] dv
+    cdef const uint8_t *rows = NULL
+    if heads is not None:
+        out = PyBytes_FromStringAndSize(NULL, total + n * width)
+        w = <uint8_t *>PyBytes_AS_STRING(out)
+        if width:
+            rows = &hd[0, 0]
+    else:
+        out = _np.empty(total, _np.uint8)
+        dv = out
+        w = &dv[0] if total else &dummy
     if n:
         with nogil:
             hp_flow_gather(&tv[0] if tv.shape[0] else &dummy, &sv[0] if sv.shape[0] else &dummy, n, &ov[0],
-                           &so[0], &hv[0], &lv[0], &dv[0] if total else &dummy)
-    return out, offsets
+                           &so[0], &hv[0], &lv[0], w, rows, width)
+    return out if heads is not None else (out, offsets)

@@ -1069,13 +1069,19 @@ static inline int64_t hp_flow_run(hp_flow_table *t, hp_batch *b, int64_t start, 
     return count;
 }
 
-/* Join the rows of one tap into `dst` (sum of lengths bytes), packet after packet. */
+/* Join the rows of one tap into `dst` (sum of lengths bytes, plus n * width), packet after packet,
+ * each after its `width` bytes of `heads` (a capture record's header; width 0: none). */
 static inline void hp_flow_gather(const uint8_t *tap, const uint8_t *src, int64_t n, const int64_t *off,
-                                  const int64_t *srcoff, const int32_t *head, const int32_t *len, uint8_t *dst)
+                                  const int64_t *srcoff, const int32_t *head, const int32_t *len, uint8_t *dst,
+                                  const uint8_t *heads, int64_t width)
 {
     int64_t r;
     for (r = 0; r < n; r++) {
         int64_t h = head[r], l = len[r];
+        if (width) {
+            memcpy(dst, heads + r * width, (size_t)width);
+            dst += width;
+        }
         if (h)
             memcpy(dst, tap + off[r], (size_t)h);
         if (l > h)

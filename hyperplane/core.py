@@ -275,6 +275,13 @@ class TapOutput(Sequence):
     def lengths(self):
         return self._len.astype(np.int64)
 
+    def records(self, heads) -> bytes:
+        """The packets as a capture writer's records: each after its row of ``heads`` (uint8, one
+        row of header bytes per packet), joined in one pass from where the rows are (nothing is
+        gathered first)."""
+        return _core.flow_gather(self._tap, self._src, self.index, self._off, self._srcoff, self._head, self._len,
+                                 heads)
+
     def __eq__(self, other) -> bool:
         if not isinstance(other, Sequence):
             return NotImplemented

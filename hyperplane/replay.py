@@ -82,6 +82,9 @@ def _write_tap(writer, packets, emitted, ts_ns, comments) -> None:
         return
     if not len(packets):
         return
+    if comments is None and hasattr(packets, "records") and hasattr(writer, "write_rows"):
+        writer.write_rows(packets, ts_ns[np.asarray(packets.index, dtype=np.int64)])  # no gathering first
+        return
     if hasattr(packets, "buffer") and hasattr(packets, "offsets"):
         index = np.asarray(packets.index, dtype=np.int64)
         buffer, offsets, lengths = packets.buffer, packets.offsets, packets.lengths

@@ -260,15 +260,33 @@ class PcapWriter(_Writer):
         ``comments`` is accepted for symmetry with pcapng and not stored.
         """
         self._check_open()
-        n = len(offsets)
+        caplen, head = self._heads(len(offsets), lengths, ts_ns, timestamps, wire_lengths)
+        self._put_records(buffer, offsets, caplen, head)
+        self.packets_written += len(offsets)
+
+    def write_rows(self, rows, ts_ns) -> None:
+        """:meth:`write_many` of packets that join themselves to their record headers
+        (``rows.records(heads)``, ``rows.lengths``: the core's tap output), without being
+        gathered into one buffer first; ``rows.buffer`` / ``rows.offsets`` when one is cut to
+        ``snaplen``."""
+        self._check_open()
+        lengths = rows.lengths
+        caplen, head = self._heads(len(lengths), lengths, ts_ns, None, None)
+        if len(lengths) and caplen.max() < lengths.max():  # cut: the general path
+            self._put_records(rows.buffer, rows.offsets, caplen, head)
+        else:
+            self._put(rows.records(head.view(np.uint8).reshape(len(lengths), 16)))
+        self.packets_written += len(lengths)
+
+    def _heads(self, n: int, lengths, ts_ns, timestamps, wire_lengths):
+        """The captured lengths and the 16-byte record headers of ``n`` packets."""
         caplen, wire = self._lengths_many(lengths, wire_lengths, self.snaplen)
         sec, frac = np.divmod(_units_array(ts_ns, timestamps, n, self._units), self._per_second)
         if n and (sec.min() < 0 or sec.max() > _UINT32_MAX):
             raise ValueError("a timestamp is outside the pcap range (0 .. 2**32-1 seconds)")
         head = np.empty((n, 4), "<u4")
         head[:, 0], head[:, 1], head[:, 2], head[:, 3] = sec, frac, caplen, wire
-        self._put_records(buffer, offsets, caplen, head)
-        self.packets_written += n
+        return caplen, head
 
 
 class PcapngWriter(_Writer):

@@ -220,3 +220,37 @@ def test_copying_a_capture_batch_by_batch_keeps_every_record(tmp_path, suffix):
     assert [(c[0], c[1], c[4]) for c in copied] == [(o[0], o[1], o[4]) for o in original]
     if shutil.which("capinfos"):
         assert _capinfos_count(target) == len(original)
+
+
+@pytest.mark.parametrize("snaplen", [65535, 40])
+def test_tap_rows_write_the_records_their_gathered_bytes_would(snaplen):
+    """A core tap's output written as rows (``PcapWriter.write_rows``: each packet joined to its
+    record header where it lies, the rewritten headers and the input's payload) is byte for byte
+    what writing its gathered packets gives, cut to ``snaplen`` too."""
+    import os
+
+    import numpy as np
+
+    from hyperplane.engine import Engine, EngineOptions, available_backends
+    from hyperplane.reference.dataplane import build_packet
+    from hyperplane.vpc.loader import load_vpc
+
+    if "core" not in available_backends():
+        pytest.skip("the core is not built")
+    demo = os.path.join(os.path.dirname(__file__), "..", "..", "pcaps", "demo", "vpc")
+    engine = Engine(load_vpc(demo), ["orders-api=169.254.76.0/24"], EngineOptions(), backend="core")
+    sandbox, db = 0xA9FE4C05, 0x0A00030A
+    frames = [build_packet(4, sandbox + k % 4, db, 6, 40000 + k % 4, 5432, 0x02 if k < 4 else 0x18,
+                           payload=b"q" * (k * 7)) for k in range(12)]
+    lengths = np.array([len(f) for f in frames], np.int64)
+    offsets = np.concatenate(([0], np.cumsum(lengths[:-1]))).astype(np.int64)
+    stamps = 1_793_610_030.0 + np.arange(12) * 0.001
+    rows = engine.process_batch(b"".join(frames), offsets, lengths, stamps).taps["eni"]
+    assert len(rows) == 12
+    ts_ns = (stamps * 1e9).astype(np.int64)[rows.index]
+    by_rows, gathered = io.BytesIO(), io.BytesIO()
+    with PcapWriter(by_rows, snaplen=snaplen) as w:
+        w.write_rows(rows, ts_ns)
+    with PcapWriter(gathered, snaplen=snaplen) as w:
+        w.write_many(rows.buffer, rows.offsets, rows.lengths, ts_ns=ts_ns)
+    assert by_rows.getvalue() == gathered.getvalue()
