@@ -221,6 +221,19 @@ static int hp_fl_flush(hp_fl *t, double before, int all, int64_t interval, hp_re
     for (i = 0; i < t->top; i++)
         if (t->recs[i].live && (all || (double)(t->recs[i].window + interval) <= before)) count++;
     if (!count) return 0;
+    if (count == t->top) {  /* every slot, all live: the array itself is the result (no copy) */
+        got = t->recs;
+        t->recs = NULL;
+        t->cap = t->top = t->live = t->free_head = 0;
+        hp_fl_sort(got, count);
+        if (hp_fl_reindex(t, t->icap) != 0) {
+            free(got);
+            return -1;
+        }
+        *out = got;
+        *n = count;
+        return 0;
+    }
     got = (hp_rec *)malloc((size_t)count * sizeof(hp_rec));
     if (!got) return -1;
     for (i = 0; i < t->top; i++) {
@@ -247,7 +260,6 @@ static int hp_fl_flush(hp_fl *t, double before, int all, int64_t interval, hp_re
     return 0;
 }
 
-/* Decimal digits of v at p; returns the end. */
 /* "00" .. "99": two digits a step */
 static const char hp_fl_pairs[201] =
     "0001020304050607080910111213141516171819"
@@ -256,6 +268,7 @@ static const char hp_fl_pairs[201] =
     "6061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
+/* Decimal digits of v at p; returns the end. */
 static inline char *hp_fl_u64(char *p, uint64_t v) {
     char tmp[20], *end = tmp + 20, *q = end;
     while (v >= 100) {

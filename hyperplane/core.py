@@ -865,13 +865,12 @@ class CoreEngine:
         batch = _Bound(out, frame if n else b"\0", np.zeros(1, np.int64), np.array([n], np.int64),
                        np.array([ts], np.float64), linktype)
         stop, why = self._run(batch, 0)
-        if stop == 0:
+        while stop == 0:
             result = self._slow(frame, float(ts), linktype, why)
             if result is not None:
                 return result
-            stop, why = self._run(batch, 0)  # opened from its plan: the fast loop forwards it
-            if stop == 0:
-                return self._slow(frame, float(ts), linktype, why)
+            # opened from its plan, or the slow path's clock moved for the loop to open it: again
+            stop, why = self._run(batch, 0)
         del batch
         parsed = _core.parse(frame, linktype)
         idx, kind = self.ft.lookup(parsed[6], parsed[7], parsed[10], parsed[11], parsed[8])
