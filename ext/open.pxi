@@ -242,6 +242,12 @@ cdef class Opens:
             self._held = []
 
     @property
+    def memory_bytes(self):
+        """Bytes held in C: the templates, their buckets, the ENI slots, the side records."""
+        return (self._op.cap_tmpls * sizeof(hp_tmpl) + self._op.nbuckets * sizeof(uint32_t)
+                + self._op.cap_enis * sizeof(hp_open_eni) + self._op.cap_side * sizeof(hp_opened))
+
+    @property
     def templates(self):
         """Templates kept (armed or referred to by C-opened connections)."""
         return self._op.ntmpls

@@ -997,7 +997,7 @@ class CoreEngine:
             "open_seconds": open_seconds, "opened": opened + opened_in_loop, "opened_in_loop": opened_in_loop,
             "templates": self.opens.templates,
             "entries": len(ft), "keys": ft.keys, "slots": ft.slots, "capacity": ft.capacity,
-            "memory_bytes": ft.memory_bytes, "entry_bytes": _core.FLOW_ENTRY_BYTES,
+            "memory_bytes": ft.memory_bytes + self.opens.memory_bytes, "entry_bytes": _core.FLOW_ENTRY_BYTES,
             "slot_bytes": _core.FLOW_SLOT_BYTES, "rehashes": ft.rehashes, "learned": self.learned,
             "flow_log_records": len(records), "flow_log_bytes": records.memory_bytes, "stops": ft.stops(),
             "open_declines": self.opens.declines(),
