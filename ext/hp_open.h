@@ -2,19 +2,21 @@
  *
  * Header-only C99, no global state; everything here runs without the GIL.
  *
- * The caller (CoreEngine) opens a sandbox's connection from its destination's kept plan in Python
- * (core_open.Opener) and then *arms* a template for that (sandbox range, subnet, protocol,
- * destination, port): the next first packet (a flow-table miss) it matches is opened here, inside
- * hp_flow_run (the table's open_hook), with the same ENI slot, source port, NAT gateway port,
- * flow-log records, entry, state and timer that core_open would give it; the loop then forwards it.
+ * When its slow path opens a sandbox's connection to a destination, or its Python planned open
+ * (core_open.Opener) meets one, the caller (CoreEngine) *arms* a template for that (sandbox range,
+ * subnet, protocol, destination, port): the next first packets (flow-table misses) it matches are
+ * opened here, inside hp_flow_run (the table's open_hook; hp_open_try), with the same ENI slot,
+ * source port, NAT gateway port, flow-log records, entry, state and timer that core_open would
+ * give them; the loop then forwards them.
  * A template holds what does not change until the caller's facts change: the ENI (a slot of
  * `enis`), the earlier ENIs of its group (each must be full for the reference to pick this one),
  * the pools, the NAT gateway's addresses, the interned flow-log points of both legs, and the
  * opening state by TCP flags (HP_OPEN_NONE: a packet that opens nothing, or whose transition would
  * change that state; core_open declines those too).
  *
- * hp_open_try declines (0, nothing changed but the releases below) whenever anything else could
- * happen, and the packet stays a miss for the caller:
+ * hp_open_try declines (0, nothing changed but the releases below; counted by reason in
+ * `declined`, the last in `last_decline`) whenever anything else could happen, and the packet stays
+ * a miss for the caller:
  *   - no template matches, its generation is old, it is disarmed;
  *   - the packet is at or after `until` (the caller's next timer: its connection expiry, NAT
  *     idle and fragment timers, and the control plane's) or before `since` (the control plane's
@@ -387,7 +389,8 @@ static inline int hp_open_try(void *ctx, hp_flow_table *t, const hp_pkt *p, doub
         || (tm->nat_alloc && !hp_nat_can_allocate(tm->nat_pool, tm->nat_proto, tm->nat_dport, 0, tm->nat_dst)))
         HP_DECLINE(HP_DECLINE_PORTS);
     /* room first: nothing below may fail but the flow-log table and the pools, out of memory */
-    if (hp_flow_entry_room(t) != 0 || ((t->used + 2) * 4 > (t->mask + 1) * 3 && hp_flow_rehash(t, (t->mask + 1) * 2) != 0)
+    if (hp_flow_entry_room(t) != 0
+        || ((t->used + 2) * 4 > (t->mask + 1) * 3 && hp_flow_rehash(t, (t->mask + 1) * 2) != 0)
         || hp_open_side_room(op, t) != 0 || hp_flow_timer_room(t) != 0 || hp_flow_queued_room(t) != 0)
         HP_DECLINE(HP_DECLINE_OTHER);
     /* --- the open (Opener.open) */

@@ -28,7 +28,7 @@ VPP / Open vSwitch style split (DESIGN §6). :class:`CoreEngine` has the referen
   first packets to that destination from that sandbox prefix and subnet itself, with the same
   ENI slot, ports, records, entry and timer, as long as the facts copied in before the run hold
   (``_push`` / ``_pull``: timers, clocks, ENI slot counts, conntrack count and peak; templates
-  are dropped with the slow path's plans). Those connections are *C-opened*: their record ids
+  are dropped when the slow path's plans or the control plane's states change). Those connections are *C-opened*: their record ids
   and counted totals live in a C side record, an expired one is released in C, and adoption
   builds their ``Conn`` from the entry (``_adopt_opened``). A sandbox connection the slow path
   holds but did not teach gets a keyed, never-learned entry (``_block_untaught``), so the hook

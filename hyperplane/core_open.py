@@ -212,8 +212,8 @@ class Opener:
         events = engine.ft.take_events()  # records of first packets the fast loop forwarded come first
         if events:
             engine._first_packets(events)
-        if (engine.open_in_loop and table.max_connections is None and self._arm(engine, proto, src, dst, dport, sandboxes, function, pinned,
-                                                        subnet_id, eni, done)
+        if (engine.open_in_loop and table.max_connections is None
+                and self._arm(engine, proto, src, dst, dport, sandboxes, function, pinned, subnet_id, eni, done)
                 and engine._open_in_loop(frame, ts, linktype)):
             return True  # the template did it, as below
         control.open_on(eni, function, ts)
