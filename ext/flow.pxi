@@ -4,6 +4,7 @@
 # teaches it connections; FlowTable.run forwards the packets of those connections in one nogil
 # loop and stops at the first packet it cannot handle. See hp_flow.h for the rules.
 from libc.string cimport memcpy, memcmp
+from libc.math cimport INFINITY
 from libc.stdlib cimport malloc, free
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_Next

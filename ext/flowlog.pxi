@@ -9,7 +9,6 @@
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.math cimport floor, INFINITY
 from libc.string cimport memcpy
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -51,6 +50,9 @@ cdef extern from "hp_flowlog.h" nogil:
     int hp_fl_init(hp_fl *t)
     void hp_fl_free(hp_fl *t)
     int64_t hp_fl_get(hp_fl *t, const hp_rec *key, int64_t second)
+    int64_t hp_fl_window(double ts, int64_t interval, int64_t *second)
+    int hp_fl_points(hp_fl *t, const hp_rec *keys, const uint8_t *modes, uint32_t n, uint8_t proto,
+                     uint16_t eni_port, uint16_t nat_port, int64_t interval, double ts, uint32_t *out)
     void hp_fl_count(hp_fl *t, uint32_t id, uint64_t packets, uint64_t nbytes, int64_t end, uint8_t flags)
     int hp_fl_flush(hp_fl *t, double before, int all, int64_t interval, hp_rec **out, uint32_t *n)
     int hp_fl_reindex(hp_fl *t, uint32_t icap)
@@ -162,13 +164,7 @@ cdef class FlowLogTable:
         return got
 
     cdef int64_t _window(self, double ts, int64_t *second) except? -1:
-        cdef double s = floor(ts)
-        cdef int64_t sec = <int64_t>s
-        cdef int64_t rem = sec % self.interval
-        if rem < 0:
-            rem += self.interval
-        second[0] = sec
-        return sec - rem
+        return hp_fl_window(ts, self.interval, second)
 
     cdef list _records(self, logs, int proto, double ts):
         cdef hp_rec key
@@ -241,30 +237,17 @@ cdef class FlowLogTable:
         and NAT ports: the same records, without a tuple per log."""
         if points.table is not self:
             raise ValueError("log points interned by another table")
-        cdef hp_rec key
-        cdef int64_t second, got
         cdef Py_ssize_t j
-        cdef uint8_t mode
-        cdef int64_t window = self._window(ts, &second)
-        out = []
-        for j in range(points.count):
-            key = points.keys[j]
-            key.window = window
-            key.proto = <uint8_t>proto
-            mode = points.modes[j]
-            if mode & 1:
-                key.sport = <uint16_t>eni_port
-            elif mode & 2:
-                key.sport = <uint16_t>nat_port
-            if mode & 4:
-                key.dport = <uint16_t>eni_port
-            elif mode & 8:
-                key.dport = <uint16_t>nat_port
-            got = hp_fl_get(&self._t, &key, second)
-            if got < 0:
+        cdef uint32_t *ids = <uint32_t *>malloc(max(points.count, 1) * sizeof(uint32_t))
+        if ids == NULL:
+            raise MemoryError()
+        try:
+            if hp_fl_points(&self._t, points.keys, points.modes, <uint32_t>points.count, <uint8_t>proto,
+                            <uint16_t>eni_port, <uint16_t>nat_port, self.interval, ts, ids) != 0:
                 raise MemoryError("flow-log records")
-            out.append(got)
-        return out
+            return [ids[j] for j in range(points.count)]
+        finally:
+            free(ids)
 
     def record_all(self, logs, int proto, double ts):
         """The records of one packet at ``ts`` logged at ``logs``' points (made when the first),

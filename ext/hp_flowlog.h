@@ -16,6 +16,7 @@
 #ifndef HP_FLOWLOG_H
 #define HP_FLOWLOG_H
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,6 +183,47 @@ static int64_t hp_fl_get(hp_fl *t, const hp_rec *key, int64_t second) {
     t->live++;
     hp_fl_place(t, id);
     return id;
+}
+
+/* The start of the window (`interval` seconds) second floor(ts) is in; that second in *second. */
+static inline int64_t hp_fl_window(double ts, int64_t interval, int64_t *second) {
+    int64_t sec = (int64_t)floor(ts), rem = sec % interval;
+    if (rem < 0) rem += interval;
+    *second = sec;
+    return sec - rem;
+}
+
+/* The records of a packet at `ts` at `n` interned log points (`keys`, each with its `modes`: 1 /
+ * 2 the source port is the connection's ENI / NAT gateway port, 4 / 8 the same for the
+ * destination port), for a connection of `proto` with these ports: found or made (hp_fl_get),
+ * their ids in `out`. The keys of up to 8 points are made first and their index slots prefetched,
+ * so that their cache misses overlap. Returns 0, or -1 when out of memory. */
+static inline int hp_fl_points(hp_fl *t, const hp_rec *keys, const uint8_t *modes, uint32_t n, uint8_t proto,
+                               uint16_t eni_port, uint16_t nat_port, int64_t interval, double ts, uint32_t *out) {
+    int64_t second, window = hp_fl_window(ts, interval, &second), got;
+    hp_rec block[8];
+    uint32_t i, j, m;
+    for (i = 0; i < n; i += m) {
+        m = n - i < 8 ? n - i : 8;
+        for (j = 0; j < m; j++) {
+            hp_rec *key = &block[j];
+            uint8_t mode = modes[i + j];
+            *key = keys[i + j];
+            key->window = window;
+            key->proto = proto;
+            if (mode & 1) key->sport = eni_port;
+            else if (mode & 2) key->sport = nat_port;
+            if (mode & 4) key->dport = eni_port;
+            else if (mode & 8) key->dport = nat_port;
+            hp_fl_prefetch(t, key);
+        }
+        for (j = 0; j < m; j++) {
+            got = hp_fl_get(t, &block[j], second);
+            if (got < 0) return -1;
+            out[i + j] = (uint32_t)got;
+        }
+    }
+    return 0;
 }
 
 /* Count `packets` packets of `bytes` bytes, the last at second `end`, with tcp-flags bits

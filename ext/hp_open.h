@@ -99,6 +99,19 @@ typedef struct hp_opened {
     uint8_t last_reply;
 } hp_opened;
 
+/* why hp_open_try declined (hp_opener.declined) */
+enum {
+    HP_DECLINE_NONE = 0,  /* no armed template of this generation matches */
+    HP_DECLINE_TIME,      /* outside [since, until), or a caller-timed expiry moved before it */
+    HP_DECLINE_STATE,     /* the packet opens nothing, or its transition would change the state */
+    HP_DECLINE_EVENT,     /* a first-reply event of the caller's is pending */
+    HP_DECLINE_DUE,       /* a timed entry the caller handles is due */
+    HP_DECLINE_ENI,       /* an earlier ENI of the group has room, or the template's is full */
+    HP_DECLINE_PORTS,     /* no source port or NAT gateway port left */
+    HP_DECLINE_OTHER,     /* off, the dirty list at its bound, or out of memory */
+    HP_DECLINE_COUNT
+};
+
 typedef struct hp_opener {
     hp_tmpl *tmpls;
     uint32_t ntmpls, cap_tmpls;
@@ -116,7 +129,7 @@ typedef struct hp_opener {
     int64_t live;              /* C-opened, not adopted */
     int64_t peak;              /* the conntrack table's peak */
     uint64_t opened, released; /* since the caller last read them */
-    uint64_t declined[8];      /* by HP_DECLINE_* reason, since the caller last read them */
+    uint64_t declined[HP_DECLINE_COUNT]; /* by HP_DECLINE_* reason, since the caller last read them */
     int last_decline;          /* the reason of the last decline (the packet a miss stop is at) */
     int enabled;
     int error;                 /* out of memory inside the loop: the caller raises */
@@ -163,34 +176,9 @@ static inline int hp_open_side_room(hp_opener *op, const hp_flow_table *t)
 static inline int hp_open_records(hp_opener *op, const hp_tmpl *tm, int leg, uint8_t proto, uint16_t eni_port,
                                   uint16_t nat_port, double ts, uint32_t *out)
 {
-    double s = floor(ts);
-    int64_t second = (int64_t)s, rem = second % op->interval, got;
-    uint32_t j, n = tm->npoints[leg];
-    hp_rec keys[HP_OPEN_RECS];
-    if (rem < 0)
-        rem += op->interval;
-    for (j = 0; j < n; j++) { /* the keys first, their index slots prefetched: the misses overlap */
-        hp_rec *key = &keys[j];
-        uint8_t mode = tm->modes[leg][j];
-        *key = tm->keys[leg][j];
-        key->window = second - rem;
-        key->proto = proto;
-        if (mode & 1)
-            key->sport = eni_port;
-        else if (mode & 2)
-            key->sport = nat_port;
-        if (mode & 4)
-            key->dport = eni_port;
-        else if (mode & 8)
-            key->dport = nat_port;
-        hp_fl_prefetch(op->fl, key);
-    }
-    for (j = 0; j < n; j++) {
-        got = hp_fl_get(op->fl, &keys[j], second);
-        if (got < 0)
-            return -1;
-        out[j] = (uint32_t)got;
-    }
+    uint32_t n = tm->npoints[leg];
+    if (hp_fl_points(op->fl, tm->keys[leg], tm->modes[leg], n, proto, eni_port, nat_port, op->interval, ts, out) != 0)
+        return -1;
     return (int)n;
 }
 
@@ -330,19 +318,6 @@ static inline hp_tmpl *hp_open_find(hp_opener *op, const hp_pkt *p)
 
 /* The open hook (see the top of this file): 1 when the connection of first packet p at ts is
  * open (its entry in the table, timed, both kinds learned, the reply ahead), else 0. */
-/* why hp_open_try declined (hp_opener.declined) */
-enum {
-    HP_DECLINE_NONE = 0,  /* no armed template of this generation matches */
-    HP_DECLINE_TIME,      /* outside [since, until), or a caller-timed expiry moved before it */
-    HP_DECLINE_STATE,     /* the packet opens nothing, or its transition would change the state */
-    HP_DECLINE_EVENT,     /* a first-reply event of the caller's is pending */
-    HP_DECLINE_DUE,       /* a timed entry the caller handles is due */
-    HP_DECLINE_ENI,       /* an earlier ENI of the group has room, or the template's is full */
-    HP_DECLINE_PORTS,     /* no source port or NAT gateway port left */
-    HP_DECLINE_OTHER,     /* off, the dirty list at its bound, or out of memory */
-    HP_DECLINE_COUNT
-};
-
 #define HP_DECLINE(why) do { op->declined[why]++; op->last_decline = why; return 0; } while (0)
 
 static inline int hp_open_try(void *ctx, hp_flow_table *t, const hp_pkt *p, double ts)

@@ -60,11 +60,11 @@ cdef extern from "hp_open.h" nogil:
         uint64_t seq
         int64_t base, live, peak
         uint64_t opened, released
-        uint64_t declined[8]
+        uint64_t declined[8]  # HP_DECLINE_COUNT (OPEN_DECLINES)
         int last_decline
         int enabled
         int error
-    int HP_OPEN_RECS, HP_OPEN_ENIS, HP_OPEN_NONE
+    int HP_OPEN_RECS, HP_OPEN_ENIS, HP_OPEN_NONE, HP_DECLINE_COUNT
     void hp_open_init(hp_opener *op)
     void hp_open_free(hp_opener *op)
     uint32_t hp_open_hash(uint8_t proto, uint32_t dst, uint16_t dport)
@@ -79,6 +79,7 @@ cdef extern from "hp_open.h" nogil:
 OPEN_DECLINES = ("no-template", "time", "state", "event", "due", "eni", "ports", "other")
 #: Most templates kept at once (a flood of destinations disarms them all and starts again).
 OPEN_TEMPLATES_MAX = 65536
+assert len(OPEN_DECLINES) == HP_DECLINE_COUNT
 
 
 @cython.no_gc_clear  # __dealloc__ unhooks the table it holds, which a cycle collection must not clear first
@@ -311,8 +312,8 @@ cdef class Opens:
     def declines(self):
         """Why the open hook declined since the last call, by reason (see ``OPEN_DECLINES``); resets."""
         cdef int k
-        out = {OPEN_DECLINES[k]: self._op.declined[k] for k in range(8) if self._op.declined[k]}
-        for k in range(8):
+        out = {OPEN_DECLINES[k]: self._op.declined[k] for k in range(HP_DECLINE_COUNT) if self._op.declined[k]}
+        for k in range(HP_DECLINE_COUNT):
             self._op.declined[k] = 0
         return out
 
@@ -323,10 +324,11 @@ cdef class Opens:
         return self._op.live
 
     def is_c(self, uint32_t idx):
-        return bool(idx < self._op.cap_side and self._op.side[idx].tmpl != 0)
+        """Whether entry ``idx`` is C-opened and not adopted."""
+        return bool(hp_open_is_c(&self._op, idx))
 
     cdef hp_opened *_side(self, uint32_t idx) except NULL:
-        if not (idx < self._op.cap_side and self._op.side[idx].tmpl != 0):
+        if not hp_open_is_c(&self._op, idx):
             raise KeyError(f"flow entry {idx} is not C-opened")
         return &self._op.side[idx]
 

@@ -91,9 +91,9 @@ from hyperplane import packet as pk
 from hyperplane.codes import DropReason, Verdict
 from hyperplane.engine import TAPS, BatchResult, Result, gc_paused
 from hyperplane.flowlogs import AWS_TCP_FLAGS, EXTRA_FIELDS, V2_FIELDS, FlowLogAggregator, format_records, joined_lines
-from hyperplane.core_open import Opened, Opener, adopt, kind_flags, release
+from hyperplane.core_open import Opened, Opener, adopt, keyed, kind_flags, release
 from hyperplane.limits import Timeout
-from hyperplane.reference.conntrack import ORIGINAL, PROTO_TCP, PROTO_UDP, REPLY, Conn
+from hyperplane.reference.conntrack import ORIGINAL, PROTO_UDP, REPLY, Conn
 from hyperplane.reference.dataplane import K_OUT, K_REPLY, K_VPC, Dataplane
 
 __all__ = ["CoreEngine", "TapOutput"]
@@ -466,12 +466,9 @@ class CoreEngine:
         keyed by its sandbox tuple with nothing learned: its packets stop there (``unlearned``)
         instead of missing, so the fast loop's planned opens never open that tuple again."""
         p = self.dp.last_parsed
-        if p is None:
+        if p is None or not keyed(p):
             return
         proto = p.proto
-        if (not p.ok or p.version != 4 or p.fragment or p.l4 < 0
-                or (proto != PROTO_TCP and proto != PROTO_UDP)):
-            return
         conn = self.dp.table.get((K_OUT, proto, p.src, p.sport, p.dst, p.dport))
         if conn is None or conn in self._entry_of:
             return
@@ -499,8 +496,7 @@ class CoreEngine:
         docstring); silently nothing when any fact is outside what the fast path reproduces."""
         p = self.dp.last_parsed  # the slow path's parse of this frame
         proto = p.proto
-        if (not p.ok or p.version != 4 or p.fragment or p.l4 < 0 or (proto != PROTO_TCP and proto != PROTO_UDP)
-                or not ts >= 0):
+        if not keyed(p) or not ts >= 0:
             return
         tuple_ = (proto, p.src, p.sport, p.dst, p.dport)
         get = self.dp.table.get

@@ -39,11 +39,12 @@ from functools import partial
 from typing import NamedTuple, Optional
 
 from hyperplane import _core, tcpstate
+from hyperplane import packet as pk
 from hyperplane.reference.conntrack import ORIGINAL, PROTO_TCP, PROTO_UDP, Conn, ConnTable
 from hyperplane.reference.dataplane import (ENI_PORT, K_OUT, PLAN_CACHE_SIZE, S_LOG, S_NAT_ALLOC, Path,
                                             restore_plan, vpc_keys)
 
-__all__ = ["Opened", "Opener", "Template", "adopt", "kind_flags", "release"]
+__all__ = ["Opened", "Opener", "Template", "adopt", "keyed", "kind_flags", "release"]
 
 
 def kind_flags(eni: bool, internet: bool, nat: bool) -> int:
@@ -51,6 +52,12 @@ def kind_flags(eni: bool, internet: bool, nat: bool) -> int:
     the NAT gateway's translation (``nat``: the path has one; it translates both directions)."""
     return ((_core.FLOW_K_ENI if eni else 0) | (_core.FLOW_K_INET if internet else 0)
             | (_core.FLOW_K_NATRW if nat else 0))
+
+
+def keyed(p) -> bool:
+    """Whether a parsed packet is one the C flow table keys (and the fast loop may forward): IPv4
+    TCP or UDP, parsed cleanly, not a fragment."""
+    return p.ok and p.version == 4 and not p.fragment and p.l4 >= 0 and (p.proto == PROTO_TCP or p.proto == PROTO_UDP)
 
 
 def _opening_state(proto: int, flags: int, strict: bool):
@@ -138,7 +145,7 @@ class Opener:
     by the flow-log table) and the NAT port allocation; an entry is used only while
     ``Dataplane._plans`` still holds that very plan."""
 
-    __slots__ = ("dp", "compiled", "initial", "initial_c", "armed")
+    __slots__ = ("dp", "compiled", "initial", "armed")
 
     def __init__(self, dp):
         self.dp = dp
@@ -148,7 +155,6 @@ class Opener:
         self.initial = {proto: tuple(_opening_state(proto, flags, dp.strict) for flags in range(256))
                         for proto in (PROTO_TCP, PROTO_UDP)}
         self.armed: dict = {}  # by template match: (the engine's arming epoch, ENI, plan) it was armed with
-        self.initial_c = {PROTO_TCP: self.initial[PROTO_TCP], PROTO_UDP: (self.initial[PROTO_UDP][0],) * 256}
 
     def _compile(self, key: tuple, plan: tuple, eni) -> Optional[tuple]:
         out = _logs(plan[2])
@@ -167,17 +173,16 @@ class Opener:
         """Open the connection ``frame`` starts, as the slow path would, and teach it to the C
         table, whose fast loop then forwards ``frame`` (True); or decline (False; see the module
         docstring)."""
-        (ok, _error, _not_ip, l3, ip_len, v, src, dst, proto, l4, sport, dport, flags,
-         fragment) = _core.parse(frame, linktype)
-        if not ok or v != 4 or fragment or l4 < 0 or (proto != PROTO_TCP and proto != PROTO_UDP):
+        p = pk.Parsed(*_core.parse(frame, linktype))
+        if not keyed(p):
             return False
+        src, dst, proto, sport, dport = p.src, p.dst, p.proto, p.sport, p.dport
         dp = self.dp
         now = dp._now
         if now is None or not ts >= now or ts < 0:
             return False
-        sandboxes = dp._sandboxes[4]
-        sandbox = sandboxes.lookup(src)
-        if sandbox is None or sandboxes.lookup(dst) is not None:
+        sandbox = self._sandbox(src, dst)
+        if sandbox is None:
             return False
         engine._expire_timed(ts)
         ft = engine.ft
@@ -193,7 +198,7 @@ class Opener:
         table = dp.table
         if table.get((K_OUT, proto, src, sport, dst, dport)) is not None or table.full:
             return False
-        initial = self.initial[proto][flags]
+        initial = self.initial[proto][p.tcp_flags]
         if initial is None:
             return False
         function, pinned = sandbox
@@ -213,7 +218,7 @@ class Opener:
         if events:
             engine._first_packets(events)
         if (engine.open_in_loop and table.max_connections is None
-                and self._arm(engine, proto, src, dst, dport, sandboxes, function, pinned, subnet_id, eni, done)
+                and self._arm(engine, proto, src, dst, dport, function, pinned, subnet_id, eni, done)
                 and engine._open_in_loop(frame, ts, linktype)):
             return True  # the template did it, as below
         control.open_on(eni, function, ts)
@@ -263,27 +268,32 @@ class Opener:
         arm the template its destination's next first packets will open from in the fast loop,
         when a planned open would make them."""
         dp = self.dp
-        if (not engine.open_in_loop or dp.table.max_connections is not None or not parsed.ok or parsed.version != 4
-                or parsed.fragment or parsed.l4 < 0 or (parsed.proto != PROTO_TCP and parsed.proto != PROTO_UDP)):
+        if not engine.open_in_loop or dp.table.max_connections is not None or not keyed(parsed):
             return
-        sandboxes = dp._sandboxes[4]
-        sandbox = sandboxes.lookup(parsed.src)
-        if sandbox is None or sandboxes.lookup(parsed.dst) is not None:
+        sandbox = self._sandbox(parsed.src, parsed.dst)
+        if sandbox is None:
             return
         function, pinned = sandbox
         planned = self._planned(parsed.proto, parsed.src, parsed.dst, parsed.dport, function, pinned, ts)
         if planned is not None:
             subnet_id, eni, _, done = planned
-            self._arm(engine, parsed.proto, parsed.src, parsed.dst, parsed.dport, sandboxes, function, pinned,
-                      subnet_id, eni, done)
+            self._arm(engine, parsed.proto, parsed.src, parsed.dst, parsed.dport, function, pinned, subnet_id, eni,
+                      done)
 
-    def _arm(self, engine, proto, src, dst, dport, sandboxes, function, pinned, subnet_id, eni, done) -> bool:
+    def _sandbox(self, src: int, dst: int):
+        """The sandbox ``(function, pinned subnet)`` an IPv4 packet from ``src`` to ``dst`` leaves,
+        or None (not a sandbox's, or to another sandbox: the slow path's)."""
+        sandboxes = self.dp._sandboxes[4]
+        sandbox = sandboxes.lookup(src)
+        return None if sandbox is None or sandboxes.lookup(dst) is not None else sandbox
+
+    def _arm(self, engine, proto, src, dst, dport, function, pinned, subnet_id, eni, done) -> bool:
         """Arm the template for first packets like this one (same protocol, destination, sandbox
         and subnet) on this ENI, unless armed already: the fast loop opens them as :meth:`open`
         would, while the engine's facts hold (see ``ext/hp_open.h``). False when it cannot be
         armed: the sandbox's prefix holds another sandbox, the ENI's group or a leg is too long."""
         dp = self.dp
-        span = sandboxes.range_of(src)
+        span = dp._sandboxes[4].range_of(src)
         if span is None:
             return False
         control = dp.control
@@ -296,16 +306,15 @@ class Opener:
         earlier = control.earlier_enis(function, subnet_id, eni)
         if earlier is None:
             return False
-        _, eni_ip, _, nat, _, out_interned, back_interned = done
+        _, eni_ip, out_points, nat, back_points, out_interned, back_interned = done
         slots = [engine._eni_slot(other) for other in earlier]
         flags = kind_flags(True, plan[9], nat is not None)
         tid = engine.opens_arm(dp.gen, proto, dst, dport, span[0], span[1], modulus, match[5],
                                engine._eni_slot(eni), slots, eni_ip, flags, plan[10] is not None, dp._ports[eni.id],
                                plan[10] if nat is not None else None, nat[2:] if nat is not None else None,
-                               out_interned, back_interned, self.initial_c[proto])
+                               out_interned, back_interned, self.initial[proto])
         if tid is None:
             return False
-        _, _, out_points, _, back_points, _, _ = done
         engine._templates[tid] = Template(function, eni.id, subnet_id, dp._ports[eni.id], plan, nat is not None,
                                           out_points, back_points, dp.gen, back_interned)
         if len(self.armed) >= PLAN_CACHE_SIZE:
