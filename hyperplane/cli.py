@@ -4,7 +4,9 @@ mistakes into one clear line and exit status 2 (3 for unreadable captures), neve
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 import click
 
@@ -20,6 +22,19 @@ COMMANDS = ("replay", "explain", "enis", "inspect", "demo", "bench")
 @click.version_option(__version__, prog_name="hyperplane")
 def main() -> None:
     """Emulate the AWS Lambda Hyperplane ENI dataplane, packet by packet."""
+    _exit_on_sigterm()
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM ends a command as Ctrl-C does, by an exception (SystemExit, status 143): open
+    outputs are closed, and so cut to what was written (hyperplane/io/output.py), instead of the
+    process vanishing with them half-written."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 for _name in COMMANDS:

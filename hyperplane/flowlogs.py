@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hyperplane.io.output import open_output
+
 import gzip
 import hashlib
 import io
@@ -345,7 +347,7 @@ class FlowLogWriter:
             self._textfile = path_or_file
         else:
             path = os.fspath(path_or_file)
-            self._raw = open(path, "wb")
+            self._raw = open_output(path)
             self._bin = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0) if path.endswith(".gz") \
                 else self._raw
         self._put(" ".join(self.fields) + "\n")

@@ -68,7 +68,8 @@ import numpy as np
 from hyperplane import limits
 from hyperplane.engine import gc_paused
 from hyperplane.flowlogs import FlowLogWriter
-from hyperplane.replay import EMITTED_COMMENT, ReplayConfig, run_replay
+from hyperplane.io.output import open_output
+from hyperplane.replay import EMITTED_COMMENT, ReplayConfig, check_outputs, run_replay
 
 __all__ = ["run_parallel_replay", "Sharder", "port_slices", "shares", "merge_summaries"]
 
@@ -469,7 +470,7 @@ def _merge_tap(folder: str, name: str, path: str, workers: int, chunk: Optional[
             offsets.append(header)
         done = [0] * workers  # records of each worker copied so far
         last = max((int(r[-1]) for r in rows if len(r)), default=-1)
-        with open(path, "wb") as out:
+        with open_output(path) as out:
             out.write(head)
             for lo in range(0, last + 1, chunk):
                 part_rows, part_start, part_size, part_worker = [], [], [], []
@@ -574,8 +575,9 @@ def run_parallel_replay(config: ReplayConfig, workers: int, *, stats: Optional[d
 
     ``workers == 1`` is :func:`run_replay` itself. ``stats``, when given, receives per-worker
     figures (packets, seconds) and the merge time. Raises what ``run_replay`` raises
-    (``CaptureFormatError`` for an unreadable capture, ``ValueError`` when the capacity or the
-    port range cannot be split among the workers)."""
+    (``CaptureFormatError`` for an unreadable capture, ``ValueError`` for an output that is the
+    capture or another output, or when the capacity or the port range cannot be split among the
+    workers)."""
     if workers < 1:
         raise ShardingError("workers must be at least 1")
     if workers == 1:
@@ -587,6 +589,7 @@ def run_parallel_replay(config: ReplayConfig, workers: int, *, stats: Optional[d
                          per_worker=[{"packets": summary["packets"], "seconds": seconds,
                                       "cpu_seconds": time.process_time() - cpu_started}])
         return summary
+    check_outputs(config)
     port_range = tuple(config.port_range or limits.PORT_RANGE)
     capacity = config.eni_capacity if config.eni_capacity is not None else limits.ENI_CAPACITY
     slices = port_slices(port_range, workers)
@@ -663,7 +666,7 @@ def _merge_outputs(config: ReplayConfig, results: list[dict], folder: str, worke
         _merge_tap(folder, name, path, workers)
     if config.drops_path:
         streams = [_drop_lines(os.path.join(folder, f"drops-{k}.txt")) for k in range(workers)]
-        with open(config.drops_path, "w") as fh:
+        with open_output(config.drops_path, text=True) as fh:
             for _, record in heapq.merge(*streams, key=lambda r: r[0]):
                 fh.write(record)
     summary = merge_summaries([r["summary"] for r in results])
@@ -681,7 +684,7 @@ def _merge_outputs(config: ReplayConfig, results: list[dict], folder: str, worke
                     break
                 writer.write_lines(lines)
     if config.summary_path:
-        with open(config.summary_path, "w") as fh:
+        with open_output(config.summary_path, text=True) as fh:
             json.dump(summary, fh, indent=2)
             fh.write("\n")
     return summary

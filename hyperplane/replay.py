@@ -17,6 +17,7 @@ import numpy as np
 
 from hyperplane.codes import DropReason
 from hyperplane.engine import survivors_frozen
+from hyperplane.io.output import open_output
 
 TAP_NAMES = ("lambda", "eni", "internet")
 
@@ -99,22 +100,48 @@ def _write_tap(writer, packets, emitted, ts_ns, comments) -> None:
     writer.write_many(buffer, offsets, lengths, ts_ns=ts_ns[index], comments=tap_comments)
 
 
+def check_outputs(cfg: ReplayConfig) -> None:
+    """Raise ValueError naming the first output that is the capture being read or another output
+    (the same path, or another name of the same file)."""
+    outputs = [(f"--tap {name}", path) for name, path in cfg.taps.items()]
+    outputs += [(flag, path) for flag, path in (("--drops", cfg.drops_path), ("--flow-logs", cfg.flow_logs_path),
+                                                ("--summary", cfg.summary_path)) if path]
+    seen = [("the capture", cfg.capture)]
+    for flag, path in outputs:
+        for what, other in seen:
+            if _same_file(path, other):
+                raise ValueError(f"{flag} {path}: that is {what}" + ("" if what == "the capture" else f" ({other})"))
+        seen.append((flag, path))
+
+
+def _same_file(a, b) -> bool:
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
 def run_replay(cfg: ReplayConfig) -> dict:
     """Run the replay described by ``cfg``; returns the summary (DESIGN §4 shape).
 
     Each batch of the reader goes through ``Engine.process_batch`` and each tap's packets of the
     batch are written with one ``write_many`` call, so the per-packet work is the engine's.
-    Raises ``hyperplane.io.CaptureFormatError`` when the capture cannot be read at all.
+    Raises ``hyperplane.io.CaptureFormatError`` when the capture cannot be read at all, and
+    ValueError when an output would overwrite the capture or another output (:func:`check_outputs`).
+    Output files are overwritten in place and cut to length when closed (hyperplane/io/output.py).
     """
     from hyperplane.io import PcapngWriter, open_capture, open_writer
 
+    check_outputs(cfg)
     engine = _engine_for(cfg)
     reader = open_capture(cfg.capture)
     with contextlib.ExitStack() as stack:
         stack.enter_context(reader)
         writers = {name: stack.enter_context(open_writer(path)) for name, path in cfg.taps.items()}
         want_comments = any(isinstance(w, PcapngWriter) for w in writers.values())
-        drops = stack.enter_context(open(cfg.drops_path, "w")) if cfg.drops_path else None
+        drops = stack.enter_context(open_output(cfg.drops_path, text=True)) if cfg.drops_path else None
         progress = stack.enter_context(_Progress(cfg.capture)) if cfg.progress else None
         freeze_survivors = stack.enter_context(survivors_frozen())
         flow_logs = None
@@ -147,7 +174,7 @@ def run_replay(cfg: ReplayConfig) -> dict:
     if summary["packets"] != index:
         raise AssertionError(f"accounting error: read {index} packets, engine counted {summary['packets']}")
     if cfg.summary_path:
-        with open(cfg.summary_path, "w") as fh:
+        with open_output(cfg.summary_path, text=True) as fh:
             json.dump(summary, fh, indent=2)
             fh.write("\n")
     return summary

@@ -36,7 +36,7 @@ from hyperplane.limits import ENI_CAPACITY, FLOW_LOG_INTERVAL
 def command(capture, vpc_paths, sandbox_specs, tap_specs, drops_path, flow_logs_path, flow_log_interval,
             summary_path, eni_capacity, port_range, tcp_strict, backend, workers, quiet):
     """Replay CAPTURE (pcap or pcapng, as the sandboxes saw it) against a VPC configuration."""
-    from hyperplane.replay import ReplayConfig, run_replay
+    from hyperplane.replay import ReplayConfig, check_outputs, run_replay
 
     config = ReplayConfig(
         capture=capture,
@@ -53,6 +53,10 @@ def command(capture, vpc_paths, sandbox_specs, tap_specs, drops_path, flow_logs_
         backend=backend,
         progress=sys.stderr.isatty(),
     )
+    try:
+        check_outputs(config)
+    except ValueError as err:
+        raise UserError(str(err)) from None
     from hyperplane.io import CaptureFormatError, CaptureTruncatedWarning
 
     # A truncated capture is a result, not an error: one "warning: ..." line (the reader's message

@@ -19,6 +19,8 @@ from typing import BinaryIO, Optional, Sequence, Union
 
 import numpy as np
 
+from hyperplane.io.output import OutputFile
+
 try:  # the compiled record builder (ext/scan.pxi); the join below is its pure-Python twin
     from hyperplane import _core as _native
     if not hasattr(_native, "capture_records"):
@@ -82,7 +84,7 @@ class _Writer:
             self.name = str(getattr(target, "name", "<stream>"))
         else:
             self.name = os.fspath(target)
-            self._file, self._owns_file = open(self.name, "wb"), True
+            self._file, self._owns_file = OutputFile(self.name), True
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._buffer_size = buffer_size

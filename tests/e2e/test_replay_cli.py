@@ -6,12 +6,15 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 import warnings
 
 import pytest
 
-from e2e_support import DEMO, assert_one_clear_line, cli, cli_subprocess
+from e2e_support import DEMO, ROOT, assert_one_clear_line, cli, cli_subprocess
 from hyperplane.codes import DROP_REASON_LABELS
 from hyperplane.flowlogs import V2_FIELDS, read_flow_logs
 from hyperplane.io import CaptureTruncatedWarning, open_capture
@@ -316,3 +319,91 @@ def test_unwritable_output_exits_2(tmp_path):
 def test_usage_error_in_a_real_process():
     proc = cli_subprocess("replay", _capture(), "--vpc", os.path.join(DEMO, "vpc"), "--sandbox", "bad")
     assert_one_clear_line(proc, 2, "--sandbox bad")
+
+
+@pytest.mark.parametrize("flags, fragments", [
+    (["--tap", "eni={capture}"], ["--tap eni", "the capture"]),
+    (["--tap", "eni={out}/a.pcap", "--flow-logs", "{out}/a.pcap"], ["--flow-logs", "--tap eni", "a.pcap"]),
+    (["--summary", "{out}/s.json", "--drops", "{out}/./s.json"], ["--drops", "--summary"]),
+])
+def test_an_output_that_is_the_capture_or_another_output_exits_2(tmp_path, flags, fragments):
+    # checked before anything is opened: the capture and the other output are left as they were
+    capture = tmp_path / "capture.pcap"
+    shutil.copy(_capture(), capture)
+    before = capture.read_bytes()
+    args = [f.format(capture=capture, out=tmp_path) for f in flags]
+    assert_one_clear_line(cli("replay", capture, "--vpc", os.path.join(DEMO, "vpc"), *args), 2, *fragments)
+    assert capture.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["capture.pcap"]
+
+
+def test_a_second_replay_over_longer_old_outputs_writes_the_same_files(tmp_path, demo_args, demo_replay):
+    # outputs are overwritten in place (hyperplane/io/output.py): what is left of the old contents
+    # is cut off, so a rerun over bigger files gives exactly the files of a first run
+    names = ("eni.pcap", "drops.jsonl", "flow-logs.log", "summary.json")
+    for name in names:
+        (tmp_path / name).write_bytes(b"\xff" * (os.path.getsize(demo_replay.path(name)) + 100_000))
+    run = cli("replay", *demo_args, "--tap", f"eni={tmp_path}/eni.pcap", "--drops", f"{tmp_path}/drops.jsonl",
+              "--flow-logs", f"{tmp_path}/flow-logs.log", "--flow-log-interval", "60",
+              "--summary", f"{tmp_path}/summary.json", "--port-range", "1024-65535", "-q")
+    assert run.exit_code == 0, run.stderr
+    for name in names:
+        with open(tmp_path / name, "rb") as got, open(demo_replay.path(name), "rb") as want:
+            assert got.read() == want.read(), name
+
+
+def _has_open(pid: int, path) -> bool:
+    """Process ``pid`` holds ``path`` open (Linux's /proc)."""
+    folder = f"/proc/{pid}/fd"
+    try:
+        return any(os.readlink(os.path.join(folder, fd)) == str(path) for fd in os.listdir(folder))
+    except OSError:  # a descriptor closed meanwhile
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux's /proc")
+def test_sigterm_closes_the_outputs_cut_to_what_was_written(tmp_path):
+    # The capture comes through a FIFO that the test keeps open after more than the reader's first
+    # chunk, so the replay has opened its tap and is waiting for more when SIGTERM arrives: it
+    # exits 143 without a traceback, its tap a whole pcap cut to what it wrote (none of the old
+    # file's bytes left after it).
+    from hyperplane.io import DEFAULT_CHUNK_SIZE
+
+    fifo = tmp_path / "capture.pcap"
+    os.mkfifo(fifo)
+    tap = tmp_path / "eni.pcap"
+    old_size = 4 * DEFAULT_CHUNK_SIZE
+    tap.write_bytes(b"\xff" * old_size)
+    with open(_capture(), "rb") as capture:
+        demo = capture.read()
+    copies = DEFAULT_CHUNK_SIZE // (len(demo) - 24) + 2
+    records = demo[24:] * copies  # the demo's records, again and again
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "hyperplane", "replay", str(fifo), "--vpc",
+                             os.path.join(DEMO, "vpc"), "--sandbox", "orders-api=169.254.76.0/24",
+                             "--tap", f"eni={tap}", "-q"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        with open(fifo, "wb") as feed:
+            feed.write(demo[:24] + records)
+            feed.flush()
+            deadline = time.monotonic() + 120
+            while not _has_open(proc.pid, tap):
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.monotonic() < deadline, "the replay never opened its tap"
+                time.sleep(0.02)
+            time.sleep(0.5)  # it reads and replays what it was given, then waits for more
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    size = os.path.getsize(tap)
+    assert size < old_size
+    with open(tap, "rb") as fh:
+        assert not fh.read().endswith(b"\xff" * 64)
+    with open_capture(str(tap)) as reader:  # the packets replayed before the signal, if any
+        assert sum(len(batch) for batch in reader) <= copies * len(capture_packets(_capture()))
+        assert not reader.truncated
