@@ -21,6 +21,10 @@ cdef extern from "Python.h":
     int _fl_bytes_resize "_PyBytes_Resize"(PyObject **o, Py_ssize_t n)
     void _fl_xdecref "Py_XDECREF"(PyObject *o)
 
+cdef extern from "hp_mem.h" nogil:
+    void *hp_big_alloc(size_t size)
+    void hp_big_free(void *p, size_t size)
+
 cdef extern from "hp_flowlog.h" nogil:
     ctypedef struct hp_rec:
         int64_t window
@@ -54,7 +58,8 @@ cdef extern from "hp_flowlog.h" nogil:
     int hp_fl_points(hp_fl *t, const hp_rec *keys, const uint8_t *modes, uint32_t n, uint8_t proto,
                      uint16_t eni_port, uint16_t nat_port, int64_t interval, double ts, uint32_t *out)
     void hp_fl_count(hp_fl *t, uint32_t id, uint64_t packets, uint64_t nbytes, int64_t end, uint8_t flags)
-    int hp_fl_flush(hp_fl *t, double before, int all, int64_t interval, hp_rec **out, uint32_t *n)
+    int hp_fl_flush(hp_fl *t, double before, int all, int64_t interval, hp_rec **out, uint32_t *n,
+                    size_t *bytes)
     int hp_fl_reindex(hp_fl *t, uint32_t icap)
     void hp_fl_sort(hp_rec *recs, uint32_t n)
     size_t hp_fl_line_v2(char *buf, const char *prefix, size_t plen, const char *src, size_t slen,
@@ -294,13 +299,14 @@ cdef class FlowLogTable:
         cdef hp_rec *got
         cdef uint32_t n
         cdef uint32_t i
+        cdef size_t size
         if keep:
             return self._peek()
         if hp_fl_flush(&self._t, 0.0 if before is None else float(before), before is None, self.interval,
-                       &got, &n) != 0:
+                       &got, &n, &size) != 0:
             raise MemoryError("flow-log flush")
         rows = FlowLogRows.__new__(FlowLogRows)
-        (<FlowLogRows>rows)._own(got, n, self._iface_text, self._addr_text, self._addr_key, self._extra_obj)
+        (<FlowLogRows>rows)._own(got, n, size, self._iface_text, self._addr_text, self._addr_key, self._extra_obj)
         if n and len(self._addr_text) > 4 * self._t.live + 4096:
             self._compact()
         return rows
@@ -308,7 +314,8 @@ cdef class FlowLogTable:
     cdef object _peek(self):
         # every live record, sorted, copied (flush semantics without removal)
         cdef uint32_t i, k = 0
-        cdef hp_rec *got = <hp_rec *>malloc(max(self._t.live, 1) * sizeof(hp_rec))
+        cdef size_t size = max(self._t.live, 1) * sizeof(hp_rec)
+        cdef hp_rec *got = <hp_rec *>hp_big_alloc(size)
         if got == NULL:
             raise MemoryError()
         for i in range(self._t.top):
@@ -317,7 +324,7 @@ cdef class FlowLogTable:
                 k += 1
         hp_fl_sort(got, k)
         rows = FlowLogRows.__new__(FlowLogRows)
-        (<FlowLogRows>rows)._own(got, k, self._iface_text, self._addr_text, self._addr_key, self._extra_obj)
+        (<FlowLogRows>rows)._own(got, k, size, self._iface_text, self._addr_text, self._addr_key, self._extra_obj)
         return rows
 
     cdef void _compact(self):
@@ -372,14 +379,16 @@ cdef class FlowLogRows:
 
     cdef hp_rec *_rows
     cdef uint32_t _n
+    cdef size_t _bytes  # the block _rows is (hp_big_free)
     cdef list _iface_text, _addr_text, _addr_key, _extra_obj
 
     def __dealloc__(self):
-        free(self._rows)
+        hp_big_free(self._rows, self._bytes)
 
-    cdef void _own(self, hp_rec *rows, uint32_t n, list ifaces, list addrs, list keys, list extras):
+    cdef void _own(self, hp_rec *rows, uint32_t n, size_t size, list ifaces, list addrs, list keys, list extras):
         self._rows = rows
         self._n = n
+        self._bytes = size
         self._iface_text = ifaces
         self._addr_text = addrs
         self._addr_key = keys

@@ -56,6 +56,7 @@
 #include <string.h>
 
 #include "hp_csum.h"
+#include "hp_mem.h"
 #include "hp_parse.h"
 
 #define HP_KIND_OUT 0
@@ -247,11 +248,13 @@ static inline int hp_flow_init(hp_flow_table *t, uint32_t expected)
     if (expected < 16)
         expected = 16;
     nslots = hp_pow2_at_least(((uint64_t)expected * 3 * 4 + 2) / 3);
-    t->conns = (hp_conn *)calloc(expected, sizeof(hp_conn));
-    t->slots = (hp_slot *)calloc(nslots, sizeof(hp_slot));
-    t->dirty = (uint32_t *)malloc(sizeof(uint32_t) * 64);
+    t->conns = (hp_conn *)hp_big_alloc((size_t)expected * sizeof(hp_conn));
+    t->slots = (hp_slot *)hp_big_alloc((size_t)nslots * sizeof(hp_slot));
+    t->dirty = (uint32_t *)hp_big_alloc(sizeof(uint32_t) * 64);
     if (!t->conns || !t->slots || !t->dirty) {
-        free(t->conns); free(t->slots); free(t->dirty);
+        hp_big_free(t->conns, (size_t)expected * sizeof(hp_conn));
+        hp_big_free(t->slots, (size_t)nslots * sizeof(hp_slot));
+        hp_big_free(t->dirty, sizeof(uint32_t) * 64);
         memset(t, 0, sizeof(*t));
         return -1;
     }
@@ -266,12 +269,12 @@ static inline int hp_flow_init(hp_flow_table *t, uint32_t expected)
 
 static inline void hp_flow_free(hp_flow_table *t)
 {
-    free(t->conns);
-    free(t->slots);
-    free(t->dirty);
-    free(t->events);
-    free(t->timers);
-    free(t->queued);
+    hp_big_free(t->conns, (size_t)t->cap_conns * sizeof(hp_conn));
+    hp_big_free(t->slots, (size_t)(t->mask + 1) * sizeof(hp_slot));
+    hp_big_free(t->dirty, (size_t)t->cap_dirty * sizeof(uint32_t));
+    hp_big_free(t->events, (size_t)t->cap_events * sizeof(hp_flow_event));
+    hp_big_free(t->timers, (size_t)t->cap_timers * sizeof(hp_timer));
+    hp_big_free(t->queued, (size_t)t->cap_queued * sizeof(double));
     memset(t, 0, sizeof(*t));
 }
 
@@ -295,7 +298,7 @@ static inline void hp_slot_put(hp_slot *slots, uint64_t mask, uint64_t h, uint32
 
 static inline int hp_flow_rehash(hp_flow_table *t, uint64_t nslots)
 {
-    hp_slot *fresh = (hp_slot *)calloc(nslots, sizeof(hp_slot));
+    hp_slot *fresh = (hp_slot *)hp_big_alloc((size_t)nslots * sizeof(hp_slot));
     uint64_t i, mask = nslots - 1;
     if (!fresh)
         return -1;
@@ -306,7 +309,7 @@ static inline int hp_flow_rehash(hp_flow_table *t, uint64_t nslots)
             hp_slot_put(fresh, mask, hp_conn_hash(c, ref & 3), ref);
         }
     }
-    free(t->slots);
+    hp_big_free(t->slots, (size_t)(t->mask + 1) * sizeof(hp_slot));
     t->slots = fresh;
     t->mask = mask;
     t->rehashes++;
@@ -424,10 +427,9 @@ static inline int hp_grow_zeroed(void **items, uint32_t *cap, uint32_t want, uin
         n *= 2;
     if (n > 0x3FFFFFFFu)
         return -1;
-    grown = realloc(*items, (size_t)n * item);
+    grown = hp_big_resize(*items, (size_t)*cap * item, (size_t)n * item);
     if (!grown)
         return -1;
-    memset((char *)grown + (size_t)*cap * item, 0, (size_t)(n - *cap) * item);
     *items = grown;
     *cap = (uint32_t)n;
     return 0;
@@ -485,7 +487,8 @@ static inline int hp_flow_mark_dirty(hp_flow_table *t, uint32_t idx)
     if (c->bits & HP_C_DIRTY)
         return 0;
     if (t->ndirty == t->cap_dirty) {
-        uint32_t *grown = (uint32_t *)realloc(t->dirty, sizeof(uint32_t) * (size_t)t->cap_dirty * 2);
+        uint32_t *grown = (uint32_t *)hp_big_resize(t->dirty, sizeof(uint32_t) * (size_t)t->cap_dirty,
+                                                    sizeof(uint32_t) * (size_t)t->cap_dirty * 2);
         if (!grown)
             return -1;
         t->dirty = grown;
@@ -505,7 +508,7 @@ static inline void *hp_flow_room(void *items, uint32_t used, uint32_t *cap, size
     if (used < *cap)
         return items;
     n = *cap ? *cap * 2 : 64;
-    grown = realloc(items, item * (size_t)n);
+    grown = hp_big_resize(items, item * (size_t)*cap, item * (size_t)n);
     if (grown)
         *cap = n;
     return grown;

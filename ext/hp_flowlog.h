@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hp_mem.h"
+
 typedef struct {
     int64_t window;    /* window start, Unix seconds */
     int64_t start;     /* seconds of the first and last packet */
@@ -74,13 +76,13 @@ static inline int hp_fl_same(const hp_rec *a, const hp_rec *b) {
 static int hp_fl_init(hp_fl *t) {
     memset(t, 0, sizeof *t);
     t->icap = 1024;
-    t->index = (uint64_t *)calloc(t->icap, sizeof(uint64_t));
+    t->index = (uint64_t *)hp_big_alloc((size_t)t->icap * sizeof(uint64_t));
     return t->index ? 0 : -1;
 }
 
 static void hp_fl_free(hp_fl *t) {
-    free(t->recs);
-    free(t->index);
+    hp_big_free(t->recs, (size_t)t->cap * sizeof(hp_rec));
+    hp_big_free(t->index, (size_t)t->icap * sizeof(uint64_t));
     memset(t, 0, sizeof *t);
 }
 
@@ -96,10 +98,10 @@ static void hp_fl_place(hp_fl *t, uint32_t id) {
 
 /* Rebuild the index at capacity `icap` (a power of two above twice the live records). */
 static int hp_fl_reindex(hp_fl *t, uint32_t icap) {
-    uint64_t *index = (uint64_t *)calloc(icap, sizeof(uint64_t));
+    uint64_t *index = (uint64_t *)hp_big_alloc((size_t)icap * sizeof(uint64_t));
     uint32_t i;
     if (!index) return -1;
-    free(t->index);
+    hp_big_free(t->index, (size_t)t->icap * sizeof(uint64_t));
     t->index = index;
     t->icap = icap;
     /* in blocks: the slots of a block's records are prefetched before any is written (an index
@@ -165,7 +167,7 @@ static int64_t hp_fl_get(hp_fl *t, const hp_rec *key, int64_t second) {
             uint32_t cap = t->cap ? t->cap * 2 : 1024;
             hp_rec *recs;
             if (t->cap >= 0x80000000u) return -1;
-            recs = (hp_rec *)realloc(t->recs, (size_t)cap * sizeof(hp_rec));
+            recs = (hp_rec *)hp_big_resize(t->recs, (size_t)t->cap * sizeof(hp_rec), (size_t)cap * sizeof(hp_rec));
             if (!recs) return -1;
             t->recs = recs;
             t->cap = cap;
@@ -253,30 +255,40 @@ static void hp_fl_sort(hp_rec *recs, uint32_t n) {
 }
 
 /* Remove the records whose window ended at or before `before` (all of them when `all`) and
- * return them, by window then creation, in a malloc'd array of `*n` records (NULL when none or
- * out of memory: `*n` is then 0 and -1 is returned for the latter). */
-static int hp_fl_flush(hp_fl *t, double before, int all, int64_t interval, hp_rec **out, uint32_t *n) {
+ * return them, by window then creation, in an array of `*n` records, a block of `*bytes` bytes
+ * (hp_big_free(*out, *bytes) frees it); NULL when none or out of memory: `*n` is then 0 and -1 is
+ * returned for the latter. */
+static int hp_fl_flush(hp_fl *t, double before, int all, int64_t interval, hp_rec **out, uint32_t *n,
+                       size_t *bytes) {
     uint32_t i, k = 0, count = 0;
+    size_t size;
     hp_rec *got;
     *out = NULL;
     *n = 0;
+    *bytes = 0;
     for (i = 0; i < t->top; i++)
         if (t->recs[i].live && (all || (double)(t->recs[i].window + interval) <= before)) count++;
     if (!count) return 0;
     if (count == t->top) {  /* every slot, all live: the array itself is the result (no copy) */
         got = t->recs;
-        t->recs = NULL;
-        t->cap = t->top = t->live = t->free_head = 0;
+        size = (size_t)t->cap * sizeof(hp_rec);
+        /* a new array of the same size: the next windows' records, about as many, fill it without
+         * growing it again (when that fails, the table starts over empty) */
+        t->recs = (hp_rec *)hp_big_alloc(size);
+        t->cap = t->recs ? t->cap : 0;
+        t->top = t->live = t->free_head = 0;
         hp_fl_sort(got, count);
         if (hp_fl_reindex(t, t->icap) != 0) {
-            free(got);
+            hp_big_free(got, size);
             return -1;
         }
         *out = got;
         *n = count;
+        *bytes = size;
         return 0;
     }
-    got = (hp_rec *)malloc((size_t)count * sizeof(hp_rec));
+    size = (size_t)count * sizeof(hp_rec);
+    got = (hp_rec *)hp_big_alloc(size);
     if (!got) return -1;
     for (i = 0; i < t->top; i++) {
         hp_rec *r = &t->recs[i];
@@ -294,11 +306,12 @@ static int hp_fl_flush(hp_fl *t, double before, int all, int64_t interval, hp_re
         t->free_head = 0;
     }
     if (hp_fl_reindex(t, t->icap) != 0) {
-        free(got);
+        hp_big_free(got, size);
         return -1;
     }
     *out = got;
     *n = count;
+    *bytes = size;
     return 0;
 }
 

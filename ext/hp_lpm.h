@@ -52,60 +52,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+
+#include "hp_mem.h"
 
 #define HP_LPM_EXT 0x80000000u       /* entry is a pointer to a child chunk */
 #define HP_LPM_IDX 0x7FFFFFFFu       /* chunk index bits of a pointer entry */
 #define HP_LPM_MAX_VALUE 0x7FFFFFFFu
 #define HP_LPM_CHUNK 256u
 #define HP_LPM_NO_CHUNK 0xFFFFFFFFu
-#define HP_HUGE_ALIGN ((size_t)2 << 20)
-
-/* ------------------------------------------------------------------------ */
-/* Large zeroed allocations.  Blocks of 2 MiB and more are mapped directly
- * (2 MiB aligned, offered to transparent huge pages: the tables are read at
- * random, so TLB reach matters) and unmapped when freed, so a table that grows
- * and shrinks gives its memory back; smaller blocks come from calloc. */
-
-static inline void *hp_big_alloc(size_t size)
-{
-#if defined(MAP_ANONYMOUS) && defined(MAP_PRIVATE)
-    if (size >= HP_HUGE_ALIGN) {
-        size_t rounded = (size + HP_HUGE_ALIGN - 1) & ~(HP_HUGE_ALIGN - 1);
-        size_t span = rounded + HP_HUGE_ALIGN;
-        char *raw = (char *)mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        char *p;
-        size_t head;
-        if (raw == (char *)MAP_FAILED)
-            return NULL;
-        p = (char *)(((uintptr_t)raw + HP_HUGE_ALIGN - 1) & ~(uintptr_t)(HP_HUGE_ALIGN - 1));
-        head = (size_t)(p - raw);
-        if (head)
-            munmap(raw, head);
-        if (span - head - rounded)
-            munmap(p + rounded, span - head - rounded);
-#ifdef MADV_HUGEPAGE
-        madvise(p, rounded, MADV_HUGEPAGE);
-#endif
-        return p;
-    }
-#endif
-    return calloc(size ? size : 1, 1);
-}
-
-/* Frees a block of hp_big_alloc(size). */
-static inline void hp_big_free(void *p, size_t size)
-{
-    if (p == NULL)
-        return;
-#if defined(MAP_ANONYMOUS) && defined(MAP_PRIVATE)
-    if (size >= HP_HUGE_ALIGN) {
-        munmap(p, (size + HP_HUGE_ALIGN - 1) & ~(HP_HUGE_ALIGN - 1));
-        return;
-    }
-#endif
-    free(p);
-}
 
 /* ------------------------------------------------------------------------ */
 /* hp_pfxtab: exact-match table of prefixes (hi, lo, len) -> value.

@@ -147,7 +147,7 @@ static inline void hp_open_free(hp_opener *op)
     free(op->tmpls);
     free(op->buckets);
     free(op->enis);
-    free(op->side);
+    hp_big_free(op->side, (size_t)op->cap_side * sizeof(hp_opened));
     memset(op, 0, sizeof(*op));
 }
 

@@ -151,3 +151,30 @@ def test_interned_points_outlive_the_forgetting_of_addresses():
     (rid,) = table.record_points(points, 6, 40000, 0, 2000.0)
     got = table.get(rid)
     assert (got["srcaddr"], got["dstaddr"], got["srcport"]) == ("10.0.2.4", "203.0.113.77", 40000)
+
+
+def test_tables_past_2_mib_keep_every_record_through_growth_and_flushes():
+    """80k records: the record array and its index grow past 2 MiB, where their blocks are mapped
+    apart and offered to huge pages (ext/hp_mem.h) and grow by moving their pages; a flush of all
+    hands the array over and the table goes on in a new one, a partial flush copies. Every record
+    is the reference aggregator's, through all of it."""
+    table, ref = _table(60), FlowLogAggregator(60, ACCOUNT)
+    logs = [("eni-0a", "10.0.1.4", f"198.51.{k // 250}.{k % 250}", 1024 + k % 50_000, 443, "ACCEPT", None)
+            for k in range(80_000)]
+    for start, ts in ((0, 1000.0), (40_000, 1030.0)):
+        part = logs[start:start + 40_000]
+        ids = table.add_all(part, 6, 40, ts, 2)
+        ref.add_all(part, 6, 40, ts, 2)
+        table.count(ids[::997], 3, 120, int(ts) + 5, 0)
+        for record in ref.pending()[start:start + 40_000:997]:
+            record.packets += 3
+            record.bytes += 120
+            record.end = max(record.end, int(ts) + 5)
+    assert table.memory_bytes > 8 << 20
+    _same(table.flush(), ref.flush())  # every record: the array is handed over
+    table.add_all(logs[:30_000], 17, 60, 1100.0)
+    ref.add_all(logs[:30_000], 17, 60, 1100.0)
+    table.add_all(logs[30_000:], 17, 60, 1200.0)
+    ref.add_all(logs[30_000:], 17, 60, 1200.0)
+    _same(table.flush(1170), ref.flush(1170))  # the window [1080, 1140): copied out
+    _same(table.flush(), ref.flush())
