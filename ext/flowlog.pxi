@@ -14,6 +14,8 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.ref cimport PyObject
 
+cimport cython
+
 cdef extern from "Python.h":
     # the bytes C API on raw references (a bytes object written in place, then shrunk)
     PyObject *_fl_bytes_new "PyBytes_FromStringAndSize"(const char *v, Py_ssize_t n)
@@ -438,7 +440,8 @@ cdef class FlowLogRows:
         return out
 
     cdef Py_ssize_t _line(self, uint32_t i, char *buf, list prefixes) except -1:
-        # row i in the default format into buf (>= 1024 bytes), no newline; returns its length
+        # row i in the default format into buf (room for its prefix + 2 * 46 + 7 * 21 + 10 bytes:
+        # 1024 always do), no newline; returns its length
         cdef hp_rec *r = &self._rows[i]
         cdef Py_ssize_t plen, slen, dlen
         cdef const char *ptext
@@ -469,65 +472,108 @@ cdef class FlowLogRows:
 
     def bytes_v2(self, account_id):
         """:meth:`lines_v2` as one bytes (UTF-8), each line ending in a newline (no object per line).
-        The interface prefixes and addresses are resolved to UTF-8 once, and the bytes object is
-        written in place (sized for the longest possible lines, then shrunk)."""
-        cdef uint32_t i
-        cdef Py_ssize_t n, k, used = 0, widest = 0
-        cdef const char **ptext = NULL
-        cdef Py_ssize_t *plen = NULL
-        cdef const char **atext = NULL
-        cdef Py_ssize_t *alen = NULL
-        cdef hp_rec *r
-        cdef char *out
+        The bytes object is written in place (sized for the longest possible lines, then shrunk)."""
+        cdef _V2Texts texts
         cdef PyObject *result
+        cdef Py_ssize_t used
         if not self._n:
             return b""
-        prefixes = [f"2 {account_id or '-'} {name} " for name in self._iface_text]
-        addrs = self._addr_text  # held: the UTF-8 buffers read below are theirs
+        texts = _V2Texts(self, account_id)
+        result = _fl_bytes_new(NULL, <Py_ssize_t>self._n * texts.line_max)
+        if result == NULL:
+            raise MemoryError()
         try:
-            ptext = <const char **>malloc(max(len(prefixes), 1) * sizeof(char *))
-            plen = <Py_ssize_t *>malloc(max(len(prefixes), 1) * sizeof(Py_ssize_t))
-            atext = <const char **>malloc(max(len(addrs), 1) * sizeof(char *))
-            alen = <Py_ssize_t *>malloc(max(len(addrs), 1) * sizeof(Py_ssize_t))
-            if ptext == NULL or plen == NULL or atext == NULL or alen == NULL:
-                raise MemoryError()
-            for k in range(len(prefixes)):
-                ptext[k] = PyUnicode_AsUTF8AndSize(prefixes[k], &plen[k])
-                widest = max(widest, plen[k])
-            for k in range(len(addrs)):
-                atext[k] = PyUnicode_AsUTF8AndSize(addrs[k], &alen[k])
-            # a line: prefix, two addresses (<= 45 bytes each, checked), seven numbers (<= 20
-            # digits and a separator each), the action and status, the newline
-            result = _fl_bytes_new(NULL, <Py_ssize_t>self._n * (widest + 2 * 46 + 7 * 21 + 11))
-            if result == NULL:
-                raise MemoryError()
-            out = _fl_bytes_data(result)
-            try:
-                for i in range(self._n):
-                    r = &self._rows[i]
-                    if r.live & 2:  # an int address written as IPv6: the general path
-                        n = self._line(i, out + used, prefixes)
-                    else:
-                        if alen[r.src] > 45 or alen[r.dst] > 45 or plen[r.iface] > 800:
-                            raise ValueError("flow-log interface id or address too long")
-                        n = hp_fl_line_v2(out + used, ptext[r.iface], plen[r.iface], atext[r.src], alen[r.src],
-                                          atext[r.dst], alen[r.dst], r)
-                    used += n
-                    out[used] = 10
-                    used += 1
-            except BaseException:
-                _fl_xdecref(result)
-                raise
-            if _fl_bytes_resize(&result, used) != 0:  # (it released the object)
-                raise MemoryError()
-            done = <object>result
+            used = self._lines_into(texts, _fl_bytes_data(result), 0, self._n)
+        except BaseException:
             _fl_xdecref(result)
-            return done
-        finally:
-            free(ptext)
-            free(plen)
-            free(atext)
-            free(alen)
+            raise
+        if _fl_bytes_resize(&result, used) != 0:  # (it released the object)
+            raise MemoryError()
+        done = <object>result
+        _fl_xdecref(result)
+        return done
+
+    def write_v2(self, account_id, write, Py_ssize_t chunk=1 << 20):
+        """The lines of :meth:`bytes_v2` handed to ``write`` in pieces of about ``chunk`` bytes,
+        whole lines each: memoryviews of one buffer that the next piece overwrites (``write``
+        writes or copies it at once). A file's ``write`` takes them as they are, and the lines are
+        never all in memory at once. Returns the bytes written."""
+        cdef _V2Texts texts
+        cdef uint32_t i = 0, stop
+        cdef Py_ssize_t used, total = 0, per
+        if not self._n:
+            return 0
+        texts = _V2Texts(self, account_id)
+        per = max(chunk // texts.line_max, 1)  # lines per piece, each at most line_max bytes
+        buf = bytearray(per * texts.line_max)
+        view = memoryview(buf)
+        while i < self._n:
+            stop = <uint32_t>min(<Py_ssize_t>self._n, <Py_ssize_t>i + per)
+            used = self._lines_into(texts, buf, i, stop)
+            write(view[:used])
+            total += used
+            i = stop
+        return total
+
+    cdef Py_ssize_t _lines_into(self, _V2Texts texts, char *out, uint32_t start, uint32_t stop) except -1:
+        # rows start..stop in the default format at out (room for line_max bytes a row), each
+        # line ending in a newline; returns the bytes written
+        cdef uint32_t i
+        cdef Py_ssize_t used = 0, n
+        cdef hp_rec *r
+        for i in range(start, stop):
+            r = &self._rows[i]
+            if r.live & 2:  # an int address written as IPv6: the general path
+                n = self._line(i, out + used, texts.prefixes)
+            else:
+                if texts.alen[r.src] > 45 or texts.alen[r.dst] > 45:
+                    raise ValueError("flow-log address too long")
+                n = hp_fl_line_v2(out + used, texts.ptext[r.iface], texts.plen[r.iface], texts.atext[r.src],
+                                  texts.alen[r.src], texts.atext[r.dst], texts.alen[r.dst], r)
+            used += n
+            out[used] = 10
+            used += 1
+        return used
+
+
+@cython.final
+cdef class _V2Texts:
+    """The texts of a FlowLogRows' default-format lines, resolved to UTF-8 once: each interface's
+    line prefix ("2 ACCOUNT INTERFACE ") and each address; ``line_max`` bounds a line's bytes."""
+
+    cdef list prefixes, addrs  # held: the UTF-8 buffers below are theirs
+    cdef const char **ptext
+    cdef Py_ssize_t *plen
+    cdef const char **atext
+    cdef Py_ssize_t *alen
+    cdef Py_ssize_t line_max
+
+    def __cinit__(self, FlowLogRows rows, account_id):
+        cdef Py_ssize_t k, widest = 0
+        self.prefixes = [f"2 {account_id or '-'} {name} " for name in rows._iface_text]
+        self.addrs = rows._addr_text
+        self.ptext = <const char **>malloc(max(len(self.prefixes), 1) * sizeof(char *))
+        self.plen = <Py_ssize_t *>malloc(max(len(self.prefixes), 1) * sizeof(Py_ssize_t))
+        self.atext = <const char **>malloc(max(len(self.addrs), 1) * sizeof(char *))
+        self.alen = <Py_ssize_t *>malloc(max(len(self.addrs), 1) * sizeof(Py_ssize_t))
+        if self.ptext == NULL or self.plen == NULL or self.atext == NULL or self.alen == NULL:
+            raise MemoryError()
+        for k in range(len(self.prefixes)):
+            self.ptext[k] = PyUnicode_AsUTF8AndSize(self.prefixes[k], &self.plen[k])
+            if self.plen[k] > 800:
+                raise ValueError("flow-log interface id too long")
+            widest = max(widest, self.plen[k])
+        for k in range(len(self.addrs)):
+            self.atext[k] = PyUnicode_AsUTF8AndSize(self.addrs[k], &self.alen[k])
+        # a line: prefix, two addresses (<= 45 bytes each, checked on both paths), seven numbers
+        # (<= 20 digits and a separator each), the action and status, the newline
+        self.line_max = widest + 2 * 46 + 7 * 21 + 11
+
+    def __dealloc__(self):
+        free(self.ptext)
+        free(self.plen)
+        free(self.atext)
+        free(self.alen)
 
 
 cdef inline str _flowlog_text(list texts, list keys, uint32_t addr, uint8_t live):

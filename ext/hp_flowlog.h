@@ -323,9 +323,25 @@ static const char hp_fl_pairs[201] =
     "6061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
-/* Decimal digits of v at p; returns the end. */
+/* 10^k for k = 0 .. 19 */
+static const uint64_t hp_fl_pow10[20] = {
+    1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull, 100000000ull,
+    1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull, 10000000000000ull,
+    100000000000000ull, 1000000000000000ull, 10000000000000000ull, 100000000000000000ull,
+    1000000000000000000ull, 10000000000000000000ull};
+
+/* Decimal digits of v at p, written from the last one back; returns the end. */
 static inline char *hp_fl_u64(char *p, uint64_t v) {
-    char tmp[20], *end = tmp + 20, *q = end;
+    unsigned bits, n;
+    char *q;
+    if (v < 10) {
+        *p = (char)('0' + v);
+        return p + 1;
+    }
+    bits = 64u - (unsigned)__builtin_clzll(v);
+    n = (bits * 1233u) >> 12;      /* floor(log10(v)) or one more */
+    n += (v >= hp_fl_pow10[n]);    /* the number of digits (n <= 19, v >= 10^n: n + 1 digits) */
+    q = p + n;
     while (v >= 100) {
         unsigned r = (unsigned)(v % 100);
         v /= 100;
@@ -338,8 +354,7 @@ static inline char *hp_fl_u64(char *p, uint64_t v) {
     } else {
         *--q = (char)('0' + v);
     }
-    memcpy(p, q, (size_t)(end - q));
-    return p + (end - q);
+    return p + n;
 }
 
 static inline char *hp_fl_i64(char *p, int64_t v) {

@@ -148,15 +148,21 @@ class _CoreFlowLog(FlowLogAggregator):
     def pending(self):
         return self.table.flush(keep=True).records(self.account_id)
 
-    def flush_lines(self, before=None, joined=False):
+    def flush_lines(self, before=None):
         rows = self.table.flush(before)
         if self.fields == V2_FIELDS:  # composed in C
-            lines = rows.bytes_v2(self.account_id) if joined else rows.lines_v2(self.account_id)
+            lines = rows.lines_v2(self.account_id)
         else:
             lines = format_records(rows.records(self.account_id), self.fields)
-            if joined:
-                lines = joined_lines(lines)
         return lines, rows.windows, rows.starts
+
+    def write_lines(self, write, before=None) -> int:
+        rows = self.table.flush(before)
+        if self.fields == V2_FIELDS:  # composed in C, in pieces of one reused buffer
+            rows.write_v2(self.account_id, write)
+        elif len(rows):
+            write(joined_lines(format_records(rows.records(self.account_id), self.fields)))
+        return len(rows)
 
     def __deepcopy__(self, memo):
         # explain's throwaway copy of the slow path: its records are never read
@@ -953,11 +959,17 @@ class CoreEngine:
             self._flushed(before, len(records))
         return records
 
-    def flow_log_lines(self, before=None, joined: bool = False):
+    def flow_log_lines(self, before=None):
         self._catch_up(adopt=False)
-        out = self.dp.flow_log_lines(before, joined)
+        out = self.dp.flow_log_lines(before)
         self._flushed(before, len(out[1]))
         return out
+
+    def write_flow_logs(self, write, before=None) -> int:
+        self._catch_up(adopt=False)
+        count = self.dp.write_flow_logs(write, before)
+        self._flushed(before, count)
+        return count
 
     def _flushed(self, before, count: int) -> None:
         """Records were flushed: the entries counting into them un-learn (their next packet

@@ -501,13 +501,20 @@ class Engine:
             raise ValueError("flow_logs: 'before' needs flush=True")
         return self._impl.flow_logs(flush, before)
 
-    def flow_log_lines(self, before: Optional[float] = None, joined: bool = False) -> tuple:
+    def flow_log_lines(self, before: Optional[float] = None) -> tuple:
         """Flush the flow-log records (all, or those whose window ended by ``before``) as
         ``(lines, windows, starts)``: lines of the engine's format, each record's window and start
-        second (int64 arrays), in flush order: what a file writer needs, without record objects (the replay
-        writes its flow logs with it). ``joined``: the lines as one bytes, each ending in a
-        newline (``FlowLogWriter.write_bytes``)."""
-        return self._impl.flow_log_lines(before, joined)
+        second (int64 arrays), in flush order: what a file writer needs, without record objects
+        (the parallel replay merges its workers' files with them)."""
+        return self._impl.flow_log_lines(before)
+
+    def write_flow_logs(self, write, before: Optional[float] = None) -> int:
+        """Flush the flow-log records as :meth:`flow_log_lines` does, their lines handed to
+        ``write`` as UTF-8 bytes-like pieces of whole lines, each line ending in a newline: the
+        core writes them from one reused buffer (a piece is valid only during the call), so the
+        lines are never all in memory. ``FlowLogWriter.write_bytes`` takes them (the replay
+        writes its flow logs with it). Returns how many records were flushed."""
+        return self._impl.write_flow_logs(write, before)
 
     def core_stats(self) -> Optional[dict]:
         """The core backend's own account (None with the reference backend): its C tables'

@@ -292,16 +292,24 @@ class FlowLogAggregator:
         """The records not flushed yet, in flush order (they stay)."""
         return sorted(self._records.values(), key=_window_of)
 
-    def flush_lines(self, before: float | None = None, joined: bool = False):
+    def flush_lines(self, before: float | None = None):
         """:meth:`flush`, as ``(lines, windows, starts)``: the lines of this aggregator's format
         with each record's window and start as int64 arrays (what a writer needs; the core
-        backend's aggregator makes them without records). ``joined``: the lines as one bytes, each
-        ending in a newline."""
+        backend's aggregator makes them without records)."""
         records = self.flush(before)
         lines = format_records(records, self.fields)
         windows = np.fromiter((r.window for r in records), np.int64, len(records))
         starts = np.fromiter((r.start for r in records), np.int64, len(records))
-        return joined_lines(lines) if joined else lines, windows, starts
+        return lines, windows, starts
+
+    def write_lines(self, write, before: float | None = None) -> int:
+        """:meth:`flush`, the lines of this aggregator's format handed to ``write`` as UTF-8 bytes,
+        each line ending in a newline, in one or more pieces (FlowLogWriter.write_bytes takes
+        them). Returns how many records were flushed."""
+        lines = self.flush_lines(before)[0]
+        if lines:
+            write(joined_lines(lines))
+        return len(lines)
 
 
 def _window_of(record: FlowRecord) -> int:
@@ -363,13 +371,14 @@ class FlowLogWriter:
         if lines:
             self._put("\n".join(lines) + "\n")
 
-    def write_bytes(self, data: bytes) -> None:
-        """Lines of this writer's format already joined: UTF-8, each ending in a newline."""
+    def write_bytes(self, data) -> None:
+        """Lines of this writer's format already joined: UTF-8 bytes (or any bytes-like object,
+        written before the call returns), each line ending in a newline."""
         if data:
             if self._bin is not None:
                 self._bin.write(data)
             else:
-                self._textfile.write(data.decode())
+                self._textfile.write(str(data, "utf-8"))
 
     def write(self, records: Iterable[FlowRecord]) -> None:
         self.write_lines(format_records(records, self.fields))

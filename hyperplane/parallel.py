@@ -297,7 +297,8 @@ def _run_worker(job: _Job) -> dict:
     tap_sizes = {name: open(os.path.join(job.folder, f"sizes-{name}-{me}.bin"), "wb") for name in cfg.taps}
     drops = open(os.path.join(job.folder, f"drops-{me}.txt"), "w") if cfg.drops_path else None
     keyed = _KeyedFlowLogs(job.folder, me) if cfg.flow_logs_path else None
-    flow_logs = _FlowLogStream(engine, keyed.write) if keyed is not None else None
+    flow_logs = _FlowLogStream(engine, lambda before: keyed.write(*engine.flow_log_lines(before))) \
+        if keyed is not None else None
     index = mine = 0
     started, cpu_started = time.perf_counter(), time.process_time()
     with warnings.catch_warnings(record=True) as caught:

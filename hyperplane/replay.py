@@ -149,7 +149,7 @@ def run_replay(cfg: ReplayConfig) -> dict:
             from hyperplane.flowlogs import FlowLogWriter
 
             flow_writer = stack.enter_context(FlowLogWriter(cfg.flow_logs_path, engine.flow_log_fields))
-            flow_logs = _FlowLogStream(engine, lambda data, windows, starts: flow_writer.write_bytes(data), joined=True)
+            flow_logs = _FlowLogStream(engine, lambda before: engine.write_flow_logs(flow_writer.write_bytes, before))
         index = 0
         for batch in reader:
             n = len(batch.offsets)
@@ -189,10 +189,8 @@ class _FlowLogStream:
     already written gets a record of its own, written later. For a capture in time order the
     file is what one flush at the end writes: records by window, then by first packet."""
 
-    def __init__(self, engine, write, joined: bool = False):
-        self.engine = engine
-        self.write = write  # takes what Engine.flow_log_lines returns for flushed records
-        self.joined = joined
+    def __init__(self, engine, flush):
+        self.flush = flush  # flush(before): the records of the windows over by `before` (all: None) written
         self.interval = int(engine.options.flow_log_interval)
         self.clock = float("-inf")
         self.written_below = None  # windows before this index are written
@@ -204,10 +202,10 @@ class _FlowLogStream:
         below = math.floor(before / self.interval)
         if self.written_below is None or below > self.written_below:
             self.written_below = below
-            self.write(*self.engine.flow_log_lines(before, self.joined))
+            self.flush(before)
 
     def finish(self) -> None:
-        self.write(*self.engine.flow_log_lines(None, self.joined))
+        self.flush(None)
 
 
 class _Progress:

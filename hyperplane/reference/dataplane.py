@@ -1358,8 +1358,11 @@ class Dataplane:
             return self.flowlog.flush(before)
         return self.flowlog.pending()
 
-    def flow_log_lines(self, before: Optional[float] = None, joined: bool = False):
-        return self.flowlog.flush_lines(before, joined)
+    def flow_log_lines(self, before: Optional[float] = None):
+        return self.flowlog.flush_lines(before)
+
+    def write_flow_logs(self, write, before: Optional[float] = None) -> int:
+        return self.flowlog.write_lines(write, before)
 
     def connections(self) -> list:
         return list(self.table)

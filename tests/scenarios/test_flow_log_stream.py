@@ -147,8 +147,9 @@ def test_workers_stream_their_flow_logs_and_the_merge_keeps_every_record(tmp_pat
 @pytest.mark.parametrize("backend", available_backends())
 @pytest.mark.parametrize("fields", [None, "v5"])
 def test_flow_log_lines_are_the_records_formatted(backend, fields):
-    """What a writer takes (``flow_log_lines``, one str per record or one bytes) is each flushed
-    record in the engine's format, with its window and start, in flush order."""
+    """What a writer takes (``flow_log_lines``: one str per record; ``write_flow_logs``: pieces of
+    UTF-8 lines, from one reused buffer in the core) is each flushed record in the engine's
+    format, with its window and start, in flush order."""
     from hyperplane.flowlogs import V5_CUSTOM_FIELDS
 
     options = EngineOptions(flow_log_interval=60, flow_log_fields=V5_CUSTOM_FIELDS if fields else None)
@@ -168,5 +169,8 @@ def test_flow_log_lines_are_the_records_formatted(backend, fields):
     assert lines + rest[0] == [r.format(fields_used) for r in records] and len(lines) == 3 * 4  # 3 flows by T0 + 120
     assert (windows.tolist() + rest[1].tolist(), starts.tolist() + rest[2].tolist()) == \
         ([r.window for r in records], [r.start for r in records])
-    data = joined.flow_log_lines(T0 + 120, joined=True)[0] + joined.flow_log_lines(joined=True)[0]
-    assert data.decode().splitlines() == [r.format(fields_used) for r in records]
+    pieces = []
+    assert joined.write_flow_logs(lambda piece: pieces.append(bytes(piece)), T0 + 120) == 3 * 4
+    assert joined.write_flow_logs(lambda piece: pieces.append(bytes(piece))) == len(records) - 3 * 4
+    assert all(piece.endswith(b"\n") for piece in pieces)
+    assert b"".join(pieces).decode().splitlines() == [r.format(fields_used) for r in records]
