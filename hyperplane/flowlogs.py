@@ -26,10 +26,6 @@ is part of the aggregation key. They are written as text.
 """
 from __future__ import annotations
 
-import numpy as np
-
-from hyperplane.io.output import open_output
-
 import gzip
 import hashlib
 import io
@@ -39,7 +35,10 @@ import socket
 import time
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from hyperplane import limits
+from hyperplane.io.output import open_output
 
 #: The default format: every version-2 field, in AWS's order (cannot be changed on AWS).
 V2_FIELDS: tuple[str, ...] = (
