@@ -84,6 +84,7 @@ typedef struct hp_tmpl {
     uint8_t initial[256];  /* opening state by TCP flags (UDP: [0]); HP_OPEN_NONE: decline */
     double last;           /* time of the last open */
     uint64_t opened;       /* opens since the caller last read it */
+    uint32_t group;        /* the caller's number for what it accounts the opens to (its function) */
 } hp_tmpl;
 
 typedef struct hp_opened {

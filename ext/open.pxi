@@ -33,6 +33,7 @@ cdef extern from "hp_open.h" nogil:
         uint8_t initial[256]
         double last
         uint64_t opened
+        uint32_t group
     ctypedef struct hp_opened:
         double created
         uint64_t pkts[2]
@@ -136,15 +137,16 @@ cdef class Opens:
     def arm(self, uint32_t gen, int proto, uint32_t dst, int dport, uint32_t src_lo, uint32_t src_hi,
             uint32_t nsub, uint32_t rem, uint32_t eni_slot, earlier, uint32_t eni_ip, int kflags, bint nat,
             PortPool pool, NatPortPool nat_pool, nat_step, FlowLogPoints out_points, FlowLogPoints back_points,
-            initial):
+            initial, uint32_t group=0):
         """A template: first packets of ``proto`` to ``dst``:``dport`` from ``src_lo``..``src_hi``
         with ``src % nsub == rem`` (``nsub`` 0: any) open in the loop on ENI slot ``eni_slot``
         (``earlier``: the slots of the ENIs of its group the control plane tries first, which must
         be full), from ``pool`` (and, with ``nat_step`` = (proto, dst, dport), a port of
         ``nat_pool``), with tap flags ``kflags`` for both kinds, a NAT mapping when ``nat``, the
         records of the legs' interned points, the opening state ``initial[tcp flags]`` (UDP:
-        ``initial[0]``; None: decline), under configuration generation ``gen``. A template with
-        the same match is replaced. Returns the template's id."""
+        ``initial[0]``; None: decline), under configuration generation ``gen``; its opens are
+        accounted to ``group`` (:meth:`pull`). A template with the same match is replaced. Returns
+        the template's id."""
         cdef hp_tmpl *tm
         cdef hp_tmpl *other
         cdef uint32_t ref, j, cap
@@ -194,6 +196,7 @@ cdef class Opens:
         tm.src_hi = src_hi
         tm.nsub = nsub
         tm.rem = rem
+        tm.group = group
         tm.eni = eni_slot
         tm.nearlier = len(earlier)
         for j in range(tm.nearlier):
@@ -271,9 +274,12 @@ cdef class Opens:
 
     def pull(self):
         """After a run: None when it opened and released nothing, else the ENIs take their slots'
-        counts and the result is ``(conntrack peak, [(template id, opens, time of the last), ...])``
-        for the templates that opened connections; raises MemoryError when the loop ran out of memory."""
+        counts and the result is ``(conntrack peak, opens, [(group, time of its last open), ...])``
+        for the groups (``arm``) whose templates opened connections, by that time; raises
+        MemoryError when the loop ran out of memory."""
         cdef uint32_t j
+        cdef uint64_t total = 0
+        cdef hp_tmpl *tm
         if self._op.error:
             self._op.error = 0
             raise MemoryError("planned opens in the fast loop")
@@ -283,14 +289,17 @@ cdef class Opens:
             eni = self._enis[j]
             eni.connections = self._op.enis[j].conns
             eni.peak_connections = self._op.enis[j].peak
-        out = []
+        last = {}
         if self._op.opened:
             for j in range(self._op.ntmpls):
-                if self._op.tmpls[j].opened:
-                    out.append((j, self._op.tmpls[j].opened, self._op.tmpls[j].last))
-                    self._op.tmpls[j].opened = 0
+                tm = &self._op.tmpls[j]
+                if tm.opened:
+                    total += tm.opened
+                    tm.opened = 0
+                    if tm.last > last.get(tm.group, -INFINITY):
+                        last[tm.group] = tm.last
         self._op.opened = self._op.released = 0
-        return self._op.peak, out
+        return self._op.peak, total, sorted(last.items(), key=_second)
 
     def open(self, bytes frame, double ts, int linktype):
         """The fast loop's open hook for one first packet (``frame``, a miss of the table, at
@@ -382,3 +391,7 @@ cdef class Opens:
         """Entry ``idx`` is the engine's now."""
         self._side(idx).tmpl = 0
         self._op.live -= 1
+
+
+def _second(item):
+    return item[1]

@@ -336,6 +336,7 @@ class CoreEngine:
         self.opens = _core.Opens(self.ft, dp.flowlog.table)
         self._templates: dict = {}
         self._eni_slots: dict = {}
+        self._functions: list = []  # the functions templates account their opens to (Opens.pull's groups)
         self._armed_plans = None
         self._armed_control = None  # the control plane's generation they were armed under
         self._arm_epoch = 0  # counts disarms (core_open.Opener.armed holds the epoch of each arming)
@@ -780,12 +781,14 @@ class CoreEngine:
             slot = self._eni_slots[eni.id] = self.opens.eni_slot(eni, self.dp.options.eni_capacity)
         return slot
 
-    def opens_arm(self, *args):
-        """``Opens.arm`` (core_open.Opener._arm) under the slow path's current plans: every
-        template armed under older ones is disarmed first."""
+    def opens_arm(self, function: str, *args):
+        """``Opens.arm`` (core_open.Opener._arm) of a template of ``function``'s under the slow
+        path's current plans: every template armed under older ones is disarmed first."""
         if self._armed_facts_changed() or self.opens.templates >= _core.OPEN_TEMPLATES_MAX:
             self._disarm()
-        return self.opens.arm(*args)
+        if function not in self._functions:
+            self._functions.append(function)
+        return self.opens.arm(*args, group=self._functions.index(function))
 
     def _armed_facts_changed(self) -> bool:
         """The templates were armed under other plans of the slow path (a configuration change, a
@@ -837,20 +840,17 @@ class CoreEngine:
         got = self.opens.pull()
         if got is None:
             return
-        peak, opened = got
+        peak, total, groups = got
         dp = self.dp
         table = dp.table
         if peak > table.peak:
             table.peak = peak
-        if not opened:
+        if not total:
             return
-        opened.sort(key=lambda item: item[2])
-        control, templates = dp.control, self._templates
-        total = 0
-        for tid, count, last in opened:
-            control.opened_on(templates[tid].function, last)
-            total += count
-        last = opened[-1][2]
+        control, functions = dp.control, self._functions
+        for group, last in groups:  # by time: the control plane's clock ends at the last
+            control.opened_on(functions[group], last)
+        last = groups[-1][1]
         if dp._now is None or last > dp._now:
             dp._now = last
         dp.connections_opened += total

@@ -309,7 +309,7 @@ class Opener:
         _, eni_ip, out_points, nat, back_points, out_interned, back_interned = done
         slots = [engine._eni_slot(other) for other in earlier]
         flags = kind_flags(True, plan[9], nat is not None)
-        tid = engine.opens_arm(dp.gen, proto, dst, dport, span[0], span[1], modulus, match[5],
+        tid = engine.opens_arm(function, dp.gen, proto, dst, dport, span[0], span[1], modulus, match[5],
                                engine._eni_slot(eni), slots, eni_ip, flags, plan[10] is not None, dp._ports[eni.id],
                                plan[10] if nat is not None else None, nat[2:] if nat is not None else None,
                                out_interned, back_interned, self.initial[proto])
