@@ -23,7 +23,7 @@ from hyperplane.io.output import OutputFile
 
 try:  # the compiled record builder (ext/scan.pxi); the join below is its pure-Python twin
     from hyperplane import _core as _native
-    if not hasattr(_native, "capture_records"):
+    if not hasattr(_native, "capture_records") or not hasattr(_native, "pcap_heads"):
         _native = None
 except ImportError:  # pragma: no cover - the package works without the extension
     _native = None
@@ -281,7 +281,13 @@ class PcapWriter(_Writer):
         self.packets_written += len(lengths)
 
     def _heads(self, n: int, lengths, ts_ns, timestamps, wire_lengths):
-        """The captured lengths and the 16-byte record headers of ``n`` packets."""
+        """The captured lengths and the 16-byte record headers of ``n`` packets (in one pass in C
+        when the timestamps are integer nanoseconds, as a replay gives them)."""
+        if _native is not None and ts_ns is not None and len(lengths) == n:
+            return _native.pcap_heads(np.ascontiguousarray(ts_ns, dtype=np.int64),
+                                      np.ascontiguousarray(lengths, dtype=np.int64),
+                                      None if wire_lengths is None else np.ascontiguousarray(wire_lengths, dtype=np.int64),
+                                      self._units, self._per_second, self.snaplen)
         caplen, wire = self._lengths_many(lengths, wire_lengths, self.snaplen)
         sec, frac = np.divmod(_units_array(ts_ns, timestamps, n, self._units), self._per_second)
         if n and (sec.min() < 0 or sec.max() > _UINT32_MAX):

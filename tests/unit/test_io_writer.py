@@ -7,6 +7,8 @@ import shutil
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hyperplane.io import PcapngWriter, PcapWriter, open_capture, open_writer
 
@@ -204,6 +206,39 @@ def test_write_many_errors():
     with PcapngWriter(io.BytesIO()) as w:
         with pytest.raises(ValueError, match="1 comments for 2 packets"):
             w.write_many(b"abcd", [0, 2], [2, 2], comments=["x"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(-2 * NS, 2**33 * NS), st.integers(0, 70_000), st.integers(0, 3)),
+                max_size=12),
+       st.booleans(), st.sampled_from((40, 1500, 65535)), st.booleans())
+def test_record_headers_in_c_are_the_numpy_ones(rows, nanosecond, snaplen, with_wire):
+    """The compiled record headers (``_core.pcap_heads``, what a replay's tap writes) and their
+    numpy twin agree on every field and on every error: timestamps rounded half up to the file's
+    unit, before 1970 or past 2106, captured lengths cut to the snaplen, wire lengths."""
+    import numpy as np
+
+    import hyperplane.io.writer as writer_module
+
+    if writer_module._native is None:
+        pytest.skip("the core is not built")
+    ts_ns = np.array([r[0] for r in rows], np.int64)
+    lengths = np.array([r[1] for r in rows], np.int64)
+    wire = np.array([r[1] + (r[2] - 1) * 7 for r in rows], np.int64) if with_wire else None  # some short
+    writer = PcapWriter(io.BytesIO(), nanosecond=nanosecond, snaplen=snaplen)
+
+    def heads(native):
+        saved = writer_module._native
+        writer_module._native = native
+        try:
+            caplen, head = writer._heads(len(rows), lengths, ts_ns, None, wire)
+            return np.asarray(caplen, np.int64).tolist(), np.asarray(head).astype("<u4").tobytes()
+        except ValueError as err:
+            return str(err)
+        finally:
+            writer_module._native = saved
+
+    assert heads(writer_module._native) == heads(None)
 
 
 @pytest.mark.parametrize("suffix", [".pcap", ".pcapng"])
