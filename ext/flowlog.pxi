@@ -11,17 +11,8 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
-from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.ref cimport PyObject
 
 cimport cython
-
-cdef extern from "Python.h":
-    # the bytes C API on raw references (a bytes object written in place, then shrunk)
-    PyObject *_fl_bytes_new "PyBytes_FromStringAndSize"(const char *v, Py_ssize_t n)
-    char *_fl_bytes_data "PyBytes_AS_STRING"(PyObject *o)
-    int _fl_bytes_resize "_PyBytes_Resize"(PyObject **o, Py_ssize_t n)
-    void _fl_xdecref "Py_XDECREF"(PyObject *o)
 
 cdef extern from "hp_mem.h" nogil:
     void *hp_big_alloc(size_t size)
@@ -470,34 +461,12 @@ cdef class FlowLogRows:
             out.append(PyUnicode_DecodeUTF8(buf, n, NULL))
         return out
 
-    def bytes_v2(self, account_id):
-        """:meth:`lines_v2` as one bytes (UTF-8), each line ending in a newline (no object per line).
-        The bytes object is written in place (sized for the longest possible lines, then shrunk)."""
-        cdef _V2Texts texts
-        cdef PyObject *result
-        cdef Py_ssize_t used
-        if not self._n:
-            return b""
-        texts = _V2Texts(self, account_id)
-        result = _fl_bytes_new(NULL, <Py_ssize_t>self._n * texts.line_max)
-        if result == NULL:
-            raise MemoryError()
-        try:
-            used = self._lines_into(texts, _fl_bytes_data(result), 0, self._n)
-        except BaseException:
-            _fl_xdecref(result)
-            raise
-        if _fl_bytes_resize(&result, used) != 0:  # (it released the object)
-            raise MemoryError()
-        done = <object>result
-        _fl_xdecref(result)
-        return done
-
     def write_v2(self, account_id, write, Py_ssize_t chunk=1 << 20):
-        """The lines of :meth:`bytes_v2` handed to ``write`` in pieces of about ``chunk`` bytes,
-        whole lines each: memoryviews of one buffer that the next piece overwrites (``write``
-        writes or copies it at once). A file's ``write`` takes them as they are, and the lines are
-        never all in memory at once. Returns the bytes written."""
+        """The lines of :meth:`lines_v2` as UTF-8, each ending in a newline, handed to ``write`` in
+        pieces of about ``chunk`` bytes, whole lines each: memoryviews of one buffer that the next
+        piece overwrites (``write`` writes or copies it at once). A file's ``write`` takes them as
+        they are, and the lines are never all in memory at once (the interface prefixes and the
+        addresses are resolved to UTF-8 once). Returns the bytes written."""
         cdef _V2Texts texts
         cdef uint32_t i = 0, stop
         cdef Py_ssize_t used, total = 0, per

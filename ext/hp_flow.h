@@ -43,9 +43,10 @@
  * opens): when it opens the packet's connection, the entry is in the table and the packet goes on
  * as a hit; else the loop stops at it (HP_STOP_MISS).
  *
- * Memory. Entries grow by doubling (indices stay valid: realloc); the index is rehashed into
- * twice its size when it would pass 3/4 full (a stop-the-world rehash, amortised O(1) per key;
- * size it up front with `expected` connections to avoid it).
+ * Memory. Entries grow by doubling (indices stay valid: the array is resized, not rebuilt); the
+ * index is rehashed into twice its size when it would pass 3/4 full (a stop-the-world rehash,
+ * amortised O(1) per key; size it up front with `expected` connections to avoid it). Arrays of
+ * 2 MiB and more are in transparent huge pages (hp_mem.h).
  */
 #ifndef HP_FLOW_H
 #define HP_FLOW_H
